@@ -1,0 +1,146 @@
+//! Device identity: an ed25519 key pair per device.
+//!
+//! The public key is the device's id everywhere: it is the automerge actor id of
+//! every change the device makes, so attribution needs no lookup table, and (in the
+//! sync layer) the key that signs those changes and authenticates connections.
+//! Keys are validated on construction; the secret is zeroized on drop and never
+//! shown by `Debug`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use automerge::ActorId;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde::{Serialize, Serializer};
+
+use crate::error::InvalidInput;
+
+/// A device's public key: its id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeviceId(VerifyingKey);
+
+impl DeviceId {
+    /// Validates 32 bytes as an ed25519 public key (a point on the curve).
+    pub fn from_bytes(bytes: &[u8]) -> Option<DeviceId> {
+        let arr: [u8; 32] = bytes.try_into().ok()?;
+        VerifyingKey::from_bytes(&arr).ok().map(DeviceId)
+    }
+
+    /// The key's 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.0.as_bytes()
+    }
+
+    /// The automerge actor id this device writes as.
+    pub fn actor(&self) -> ActorId {
+        ActorId::from(self.as_bytes().as_slice())
+    }
+
+    /// The device that wrote as `actor`, if the actor id is a device key.
+    pub fn from_actor(actor: &ActorId) -> Option<DeviceId> {
+        DeviceId::from_bytes(actor.to_bytes())
+    }
+
+    /// The verifying key, for signature checks.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.0
+    }
+
+    /// A short fingerprint a person can compare by eye: three groups of four hex
+    /// digits from the start of the key.
+    pub fn fingerprint(&self) -> String {
+        let h = hex::encode(&self.as_bytes()[..6]);
+        format!("{}-{}-{}", &h[0..4], &h[4..8], &h[8..12])
+    }
+
+    /// The first hex digits of the key, for tables.
+    pub fn short(&self) -> String {
+        hex::encode(&self.as_bytes()[..4])
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.as_bytes()))
+    }
+}
+
+impl fmt::Debug for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceId({})", self.short())
+    }
+}
+
+impl FromStr for DeviceId {
+    type Err = InvalidInput;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        hex::decode(s.trim())
+            .ok()
+            .and_then(|b| DeviceId::from_bytes(&b))
+            .ok_or_else(|| InvalidInput::Id(s.to_string()))
+    }
+}
+
+impl Serialize for DeviceId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A device's secret key. Zeroized on drop; `Debug` shows only the public half.
+pub struct DeviceSecret(SigningKey);
+
+impl DeviceSecret {
+    /// Makes the secret from 32 bytes of fresh randomness (or a stored secret).
+    pub fn from_bytes(bytes: &[u8; 32]) -> DeviceSecret {
+        DeviceSecret(SigningKey::from_bytes(bytes))
+    }
+
+    /// Validates a stored secret's length.
+    pub fn from_slice(bytes: &[u8]) -> Option<DeviceSecret> {
+        let arr: &[u8; 32] = bytes.try_into().ok()?;
+        Some(DeviceSecret::from_bytes(arr))
+    }
+
+    /// The secret's 32 bytes, for storing. Handle with care.
+    pub fn to_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.0.to_bytes())
+    }
+
+    /// The public half: the device id.
+    pub fn device_id(&self) -> DeviceId {
+        DeviceId(self.0.verifying_key())
+    }
+
+    /// The signing key, for the sync layer.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DeviceSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceSecret(for {}, redacted)", self.device_id().short())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_debug_is_redacted() {
+        let secret = DeviceSecret::from_bytes(&[7u8; 32]);
+        let id = secret.device_id();
+        let parsed: DeviceId = id.to_string().parse().unwrap();
+        assert_eq!(parsed, id);
+        assert_eq!(DeviceId::from_actor(&id.actor()), Some(id));
+        let dbg = format!("{secret:?}");
+        assert!(dbg.contains("redacted"));
+        assert!(!dbg.contains(&hex::encode([7u8; 32])));
+        assert_eq!(id.fingerprint().len(), 14);
+        assert!(DeviceId::from_bytes(&[1, 2, 3]).is_none());
+        assert!("not-hex".parse::<DeviceId>().is_err());
+    }
+}
