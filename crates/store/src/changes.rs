@@ -1,0 +1,311 @@
+//! The change log and snapshots: loading the document, appending changes, and
+//! compaction.
+
+use automerge::{Automerge, Change, ChangeHash};
+use duet_model::DeviceId;
+use rusqlite::{OptionalExtension, params};
+
+use crate::{Store, StoreError};
+
+/// A snapshot is written once this many changes have been appended since the
+/// last one. Loading then costs one snapshot plus at most this many changes.
+pub const COMPACT_EVERY: i64 = 500;
+
+/// The document as of change `seq` of the log.
+pub(crate) struct Cached {
+    doc: Automerge,
+    seq: i64,
+}
+
+impl Cached {
+    pub(crate) fn empty(device: DeviceId) -> Cached {
+        Cached {
+            doc: Automerge::new().with_actor(device.actor()),
+            seq: 0,
+        }
+    }
+}
+
+/// One change of the log, for `duet log`.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    /// Its position in this device's log.
+    pub seq: i64,
+    /// The change hash.
+    pub hash: ChangeHash,
+    /// The device that made it (its automerge actor), if the actor is a device key.
+    pub device: Option<DeviceId>,
+    /// The change's own timestamp, in seconds since the epoch.
+    pub time: i64,
+    /// The change's message (an operation name such as "add issue 3fa9c1").
+    pub message: Option<String>,
+    /// The number of operations in it.
+    pub ops: usize,
+}
+
+/// Counts for `duet status`.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    /// Changes in the log.
+    pub changes: i64,
+    /// Changes since the latest snapshot.
+    pub since_snapshot: i64,
+    /// Bytes of the latest snapshot.
+    pub snapshot_bytes: i64,
+}
+
+impl Store {
+    /// Reads the current document.
+    pub fn read<T>(&mut self, f: impl FnOnce(&Automerge) -> T) -> Result<T, StoreError> {
+        self.catch_up()?;
+        match &self.cache {
+            Some(c) => Ok(f(&c.doc)),
+            None => Err(self.damaged("the document could not be loaded")),
+        }
+    }
+
+    /// Makes a change: runs `f` on the current document inside a write
+    /// transaction and appends every change `f` made to the log. If `f` fails,
+    /// nothing is written; if the write fails, `f`'s changes are discarded.
+    pub fn write<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&mut Automerge) -> Result<T, E>,
+    ) -> Result<T, E> {
+        // `rusqlite::Transaction` borrows the connection while catching up needs
+        // `&mut self`, so the transaction is driven with plain statements.
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| self.err(e))?;
+        let outcome = self.write_locked(f);
+        match outcome {
+            Ok(value) => match self.conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(value),
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    self.cache = None;
+                    Err(self.err(e).into())
+                }
+            },
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                // The in-memory document may hold changes that were not stored.
+                self.cache = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn write_locked<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&mut Automerge) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.catch_up()?;
+        let Some(cached) = self.cache.as_mut() else {
+            return Err(self.damaged("the document could not be loaded").into());
+        };
+        let before = cached.doc.get_heads();
+        let value = f(&mut cached.doc)?;
+        let new: Vec<Change> = cached.doc.get_changes(&before);
+        let now = now_ms();
+        let mut seq = cached.seq;
+        {
+            let mut insert = self
+                .conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO changes (hash, actor, bytes, stored_at) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(|e| StoreError::sqlite(&self.path, e))?;
+            for change in &new {
+                insert
+                    .execute(params![
+                        change.hash().0.as_slice(),
+                        change.actor_id().to_bytes(),
+                        change.raw_bytes(),
+                        now
+                    ])
+                    .map_err(|e| StoreError::sqlite(&self.path, e))?;
+            }
+        }
+        if !new.is_empty() {
+            seq = self
+                .conn
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| r.get(0))
+                .map_err(|e| self.err(e))?;
+        }
+        if let Some(c) = self.cache.as_mut() {
+            c.seq = seq;
+        }
+        self.maybe_compact()?;
+        Ok(value)
+    }
+
+    /// Loads what the log holds beyond the cached document (everything, the first
+    /// time).
+    fn catch_up(&mut self) -> Result<(), StoreError> {
+        if self.cache.is_none() {
+            self.cache = Some(self.load()?);
+        }
+        let Some(seq) = self.cache.as_ref().map(|c| c.seq) else {
+            return Ok(());
+        };
+        let (tail, last) = self.changes_after(seq)?;
+        if let Some(c) = self.cache.as_mut() {
+            if !tail.is_empty() {
+                c.doc.apply_changes(tail).map_err(|e| StoreError::Damaged {
+                    path: self.path.clone(),
+                    detail: format!("a stored change does not apply: {e}"),
+                })?;
+            }
+            c.seq = last.max(c.seq);
+        }
+        Ok(())
+    }
+
+    /// Loads the document: the latest snapshot, or (if there is none, or it is
+    /// damaged) the whole log.
+    fn load(&mut self) -> Result<Cached, StoreError> {
+        let device = self.device_id()?;
+        let snapshot: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT upto_seq, bytes FROM snapshots ORDER BY upto_seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if let Some((upto, bytes)) = snapshot {
+            match Automerge::load(&bytes) {
+                Ok(doc) => {
+                    return Ok(Cached {
+                        doc: doc.with_actor(device.actor()),
+                        seq: upto,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %self.path.display(), "snapshot damaged; rebuilding from the change log");
+                    self.conn
+                        .execute("DELETE FROM snapshots", [])
+                        .map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        Ok(Cached::empty(device))
+    }
+
+    /// The stored changes after `seq`, decoded and checked, with the last seq.
+    fn changes_after(&self, seq: i64) -> Result<(Vec<Change>, i64), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, hash, bytes FROM changes WHERE seq > ?1 ORDER BY seq")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([seq]).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        let mut last = seq;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let n: i64 = row.get(0).map_err(|e| self.err(e))?;
+            let hash: Vec<u8> = row.get(1).map_err(|e| self.err(e))?;
+            let bytes: Vec<u8> = row.get(2).map_err(|e| self.err(e))?;
+            let change = Change::from_bytes(bytes)
+                .map_err(|e| self.damaged(format!("change {n} of the log is unreadable: {e}")))?;
+            if change.hash().0.as_slice() != hash.as_slice() {
+                return Err(self.damaged(format!("change {n} of the log does not match its hash")));
+            }
+            out.push(change);
+            last = n;
+        }
+        Ok((out, last))
+    }
+
+    fn maybe_compact(&mut self) -> Result<(), StoreError> {
+        let Some(c) = self.cache.as_ref() else { return Ok(()) };
+        let last_snapshot: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(MAX(upto_seq), 0) FROM snapshots", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if c.seq - last_snapshot >= COMPACT_EVERY {
+            self.write_snapshot()?;
+        }
+        Ok(())
+    }
+
+    /// Writes a snapshot of the cached document and drops older ones. Runs inside
+    /// the caller's write transaction.
+    fn write_snapshot(&self) -> Result<(), StoreError> {
+        let Some(c) = self.cache.as_ref() else { return Ok(()) };
+        let bytes = c.doc.save();
+        self.conn
+            .execute(
+                "INSERT INTO snapshots (upto_seq, bytes, created_at) VALUES (?1, ?2, ?3)",
+                params![c.seq, bytes, now_ms()],
+            )
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute("DELETE FROM snapshots WHERE upto_seq < ?1", [c.seq])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Compacts now: writes a snapshot of the current document.
+    pub fn compact(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| self.err(e))?;
+        let result = self.catch_up().and_then(|()| self.write_snapshot());
+        match result {
+            Ok(()) => self.conn.execute_batch("COMMIT").map_err(|e| self.err(e)),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// The log, newest first, at most `limit` entries.
+    pub fn log(&self, limit: Option<usize>) -> Result<Vec<LogEntry>, StoreError> {
+        let limit = limit.map_or(-1, |l| l as i64);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, bytes FROM changes ORDER BY seq DESC LIMIT ?1")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([limit]).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let seq: i64 = row.get(0).map_err(|e| self.err(e))?;
+            let bytes: Vec<u8> = row.get(1).map_err(|e| self.err(e))?;
+            let change = Change::from_bytes(bytes)
+                .map_err(|e| self.damaged(format!("change {seq} of the log is unreadable: {e}")))?;
+            out.push(LogEntry {
+                seq,
+                hash: change.hash(),
+                device: DeviceId::from_actor(change.actor_id()),
+                time: change.timestamp(),
+                message: change.message().map(str::to_string),
+                ops: change.len(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Counts of the log and snapshots.
+    pub fn stats(&self) -> Result<Stats, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM changes),
+                        (SELECT COUNT(*) FROM changes WHERE seq > (SELECT COALESCE(MAX(upto_seq), 0) FROM snapshots)),
+                        (SELECT COALESCE(SUM(length(bytes)), 0) FROM snapshots)",
+                [],
+                |r| {
+                    Ok(Stats {
+                        changes: r.get(0)?,
+                        since_snapshot: r.get(1)?,
+                        snapshot_bytes: r.get(2)?,
+                    })
+                },
+            )
+            .map_err(|e| self.err(e))
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

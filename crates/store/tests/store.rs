@@ -1,0 +1,167 @@
+//! The store against real files: persistence, parallel writers, damage.
+
+use std::path::Path;
+
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ROOT, ReadDoc};
+use duet_model::DeviceSecret;
+use duet_store::{COMPACT_EVERY, DB_FILE, NewStore, Store, StoreError};
+
+fn create(dir: &Path, key: u8) -> Store {
+    let secret = DeviceSecret::from_bytes(&[key; 32]);
+    let new = NewStore {
+        device: &secret,
+        device_name: "laptop",
+        meta: &[("seat", "a")],
+        now_ms: 0,
+    };
+    Store::create(dir, &new, |doc: &mut Automerge| {
+        doc.transact(|tx| tx.put(ROOT, "n", 0i64)).map(|_| ()).map_err(|f| StoreError::Damaged {
+            path: dir.into(),
+            detail: f.error.to_string(),
+        })
+    })
+    .unwrap()
+}
+
+fn bump(store: &mut Store) {
+    store
+        .write(|doc| {
+            let n = doc.get(ROOT, "n").unwrap().and_then(|(v, _)| v.as_i64()).unwrap_or(0);
+            doc.transact(|tx| tx.put(ROOT, "n", n + 1)).map(|_| ()).map_err(|_| StoreError::Busy("x".into()))
+        })
+        .unwrap();
+}
+
+fn n(store: &mut Store) -> i64 {
+    store
+        .read(|doc| doc.get(ROOT, "n").unwrap().and_then(|(v, _)| v.as_i64()).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn writes_persist_and_the_key_file_is_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let mut s = create(&home, 1);
+    bump(&mut s);
+    drop(s);
+    let mut s = Store::open(&home).unwrap();
+    assert_eq!(n(&mut s), 1);
+    assert_eq!(s.meta_get("seat").unwrap().as_deref(), Some("a"));
+    assert_eq!(s.device_id().unwrap(), DeviceSecret::from_bytes(&[1; 32]).device_id());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(home.join(DB_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "database must be owner-only, got {mode:o}");
+        let mode = std::fs::metadata(&home).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "home must be owner-only, got {mode:o}");
+    }
+    assert!(matches!(
+        Store::create(&home, &NewStore { device: &DeviceSecret::from_bytes(&[2; 32]), device_name: "x", meta: &[], now_ms: 0 }, |_| Ok::<_, StoreError>(())),
+        Err(StoreError::AlreadyExists(_))
+    ));
+}
+
+#[test]
+fn a_failed_edit_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = create(dir.path(), 1);
+    let before = s.stats().unwrap().changes;
+    let r: Result<(), StoreError> = s.write(|doc| {
+        doc.transact(|tx| tx.put(ROOT, "n", 99i64)).map_err(|_| StoreError::Busy("x".into()))?;
+        Err(StoreError::Busy("refused".into()))
+    });
+    assert!(r.is_err());
+    assert_eq!(s.stats().unwrap().changes, before);
+    assert_eq!(n(&mut s), 0, "the half-made change is discarded from memory too");
+}
+
+#[test]
+fn parallel_writers_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(create(dir.path(), 1));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let p = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                let mut s = Store::open(&p).unwrap();
+                for _ in 0..10 {
+                    bump(&mut s);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut s = Store::open(dir.path()).unwrap();
+    assert_eq!(n(&mut s), 80);
+}
+
+#[test]
+fn compaction_and_a_damaged_snapshot_rebuild_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = create(dir.path(), 1);
+    for _ in 0..COMPACT_EVERY + 5 {
+        bump(&mut s);
+    }
+    let stats = s.stats().unwrap();
+    assert!(stats.snapshot_bytes > 0, "a snapshot was written");
+    assert!(stats.since_snapshot < COMPACT_EVERY);
+    drop(s);
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    conn.execute("UPDATE snapshots SET bytes = x'00112233'", []).unwrap();
+    drop(conn);
+    let mut s = Store::open(dir.path()).unwrap();
+    assert_eq!(n(&mut s), COMPACT_EVERY + 5);
+}
+
+#[test]
+fn damage_is_reported_with_the_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = create(dir.path(), 1);
+    bump(&mut s);
+    drop(s);
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    conn.execute("UPDATE changes SET bytes = x'00112233' WHERE seq = 2", []).unwrap();
+    drop(conn);
+    let mut s = Store::open(dir.path()).unwrap();
+    let err = s.read(|_| ()).unwrap_err();
+    assert!(matches!(err, StoreError::Damaged { .. }), "{err}");
+    assert!(err.to_string().contains(DB_FILE), "{err}");
+
+    let garbage = tempfile::tempdir().unwrap();
+    std::fs::write(garbage.path().join(DB_FILE), vec![0x42u8; 8192]).unwrap();
+    let err = Store::open(garbage.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Damaged { .. }), "{err}");
+
+    let empty = tempfile::tempdir().unwrap();
+    assert!(matches!(Store::open(empty.path()), Err(StoreError::NoHome(_))));
+}
+
+#[test]
+fn a_newer_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(create(dir.path(), 1));
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    assert!(matches!(Store::open(dir.path()), Err(StoreError::NewerStore { found: 99, .. })));
+}
+
+#[test]
+fn private_data_stays_in_its_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = create(dir.path(), 1);
+    s.journal_add("dear diary", 5).unwrap();
+    s.private_set("review_date", Some("2027-01-01")).unwrap();
+    assert_eq!(s.journal().unwrap()[0].text, "dear diary");
+    assert_eq!(s.private_get("review_date").unwrap().as_deref(), Some("2027-01-01"));
+    s.private_set("review_date", None).unwrap();
+    assert_eq!(s.private_get("review_date").unwrap(), None);
+    let saved = s.read(|d| d.save()).unwrap();
+    assert!(!saved.windows(10).any(|w| w == b"dear diary"));
+    assert_eq!(s.log(None).unwrap().len(), 1);
+}
