@@ -1,0 +1,41 @@
+//! duet's engine: a couple's shared record, kept on their own devices.
+//!
+//! [`Home`] is the API an app embeds (the `duet` command-line app is a thin layer
+//! over it): open or create a home, read the couple document as typed values,
+//! make edits, keep a private journal, export everything.
+//!
+//! # Layout
+//! - [`home`]: [`Home`] and the values it returns for status and history;
+//! - [`export`]: JSON, Markdown and raw automerge exports;
+//! - [`error`]: one [`Error`] whose text is a sentence for the user.
+//!
+//! Below it, `duet-model` holds the document's meaning (pure, no I/O) and
+//! `duet-store` the SQLite persistence. A command flows
+//! CLI → `Home` method → `Store::write` (lock, catch up, run the edit) →
+//! `Editor` (one automerge change) → change log row → commit.
+//!
+//! # Example
+//! ```
+//! use duet::{Home, InitOptions};
+//! use duet::model::{IssueStatus, NewIssue};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let mut home = Home::init(dir.path(), &InitOptions { name: "Sam".into(), device_name: None })?;
+//! let issue = home.add_issue(&NewIssue { title: "Screen time at dinner".into(), ..Default::default() })?;
+//! home.set_status(&issue.id.as_str()[..4], IssueStatus::Discussing)?;
+//! assert_eq!(home.issue(issue.id.as_str())?.status, IssueStatus::Discussing);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod error;
+pub mod export;
+pub mod home;
+
+pub use error::{Error, Result};
+pub use export::{Export, ExportFormat};
+pub use home::{Home, InitOptions, LogLine, Status, Who, this_week};
+
+/// The couple document's types, re-exported for embedders.
+pub use duet_model as model;
+/// The store's types, re-exported for embedders.
+pub use duet_store as store;
