@@ -313,6 +313,12 @@ impl Home {
         })
     }
 
+    /// Both partners, seat a first (a partner who has not joined yet shows with a
+    /// placeholder name).
+    pub fn people(&mut self) -> Result<Vec<Person>> {
+        self.read(|doc| Seat::ALL.iter().map(|s| space::person(doc, *s)).collect())
+    }
+
     /// The space's devices.
     pub fn devices(&mut self) -> Result<Vec<DeviceRecord>> {
         self.read(space::devices)

@@ -1,0 +1,318 @@
+//! The command line, as clap types. Values with a closed vocabulary (statuses,
+//! kinds, weeks, dates) are taken as text and parsed by the engine, so a bad value
+//! gets the same one-line error as any other bad input.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// duet: a couple's shared record of issues, steps, check-ins and agreements,
+/// kept on their own devices.
+#[derive(Debug, Parser)]
+#[command(name = "duet", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The home folder [default: the platform's data directory]
+    #[arg(long, global = true, env = "DUET_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a home and a new shared space on this device
+    Init {
+        /// Your name, as your partner will see it
+        #[arg(long)]
+        name: String,
+        /// This device's name [default: the host name]
+        #[arg(long)]
+        device_name: Option<String>,
+    },
+    /// Show this home, this device and where things stand
+    Status,
+    /// Raise, read and work on issues
+    #[command(subcommand)]
+    Issue(IssueCmd),
+    /// Commit to steps and record how they went
+    #[command(subcommand)]
+    Step(StepCmd),
+    /// The weekly check-in ("State of the Union")
+    #[command(subcommand)]
+    Checkin(CheckinCmd),
+    /// Boundaries, conflict rules and rituals
+    #[command(subcommand)]
+    Agreement(AgreementCmd),
+    /// Your private journal: never leaves this device
+    #[command(subcommand)]
+    Journal(JournalCmd),
+    /// Your private review date: visible only to you, on this device
+    Review {
+        /// The date (YYYY-MM-DD); without it, shows the current one
+        date: Option<String>,
+        /// Clear the review date
+        #[arg(long, conflicts_with = "date")]
+        clear: bool,
+    },
+    /// The devices of the space
+    #[command(subcommand)]
+    Device(DeviceCmd),
+    /// Every change, newest first, with who made it
+    Log {
+        /// How many changes to show
+        #[arg(long, short = 'n', default_value_t = 50)]
+        limit: usize,
+        /// Show every change
+        #[arg(long, conflicts_with = "limit")]
+        all: bool,
+    },
+    /// Export everything: JSON, Markdown, or the raw automerge document
+    Export {
+        /// json, markdown or automerge
+        #[arg(long, short = 'f', default_value = "json")]
+        format: String,
+        /// Write to this file instead of standard output
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Include your private journal (JSON and Markdown only)
+        #[arg(long)]
+        private: bool,
+    },
+}
+
+/// `duet issue ...`
+#[derive(Debug, Subcommand)]
+pub enum IssueCmd {
+    /// Raise an issue
+    Add {
+        /// A short title (at most 300 characters)
+        title: String,
+        /// The longer story
+        #[arg(long)]
+        body: Option<String>,
+        /// unclassified, solvable or perpetual
+        #[arg(long)]
+        kind: Option<String>,
+        #[command(flatten)]
+        startup: Startup,
+        /// A tag (repeatable)
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+    },
+    /// List issues
+    List {
+        /// Only this status (open, discussing, agreed, resolved, managing, parked)
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this kind (unclassified, solvable, perpetual)
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Show an issue with its steps, notes and any conflicting edits
+    Show {
+        /// The issue's id (any unique prefix)
+        id: String,
+    },
+    /// Change an issue's title, body or kind
+    Edit {
+        /// The issue's id
+        id: String,
+        /// A new title
+        #[arg(long)]
+        title: Option<String>,
+        /// A new body
+        #[arg(long)]
+        body: Option<String>,
+        /// A new kind
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Set an issue's status
+    Status {
+        /// The issue's id
+        id: String,
+        /// open, discussing, agreed, resolved, managing or parked
+        status: String,
+    },
+    /// Add a note to an issue
+    Note {
+        /// The issue's id
+        id: String,
+        /// The note
+        text: String,
+    },
+    /// Tag an issue
+    Tag {
+        /// The issue's id
+        id: String,
+        /// The tag
+        tag: String,
+    },
+}
+
+/// A soft start-up: "I feel ... about ... and I need ...".
+#[derive(Debug, Args)]
+pub struct Startup {
+    /// Soft start-up: "I feel ..."
+    #[arg(long)]
+    pub feel: Option<String>,
+    /// Soft start-up: "... about ..."
+    #[arg(long)]
+    pub about: Option<String>,
+    /// Soft start-up: "... and I need ..."
+    #[arg(long)]
+    pub need: Option<String>,
+}
+
+/// `duet step ...`
+#[derive(Debug, Subcommand)]
+pub enum StepCmd {
+    /// Commit to a step on an issue
+    Add {
+        /// The issue's id
+        issue: String,
+        /// What will be done
+        text: String,
+        /// me, partner or both
+        #[arg(long, default_value = "me")]
+        owner: String,
+        /// By when (YYYY-MM-DD)
+        #[arg(long)]
+        due: Option<String>,
+    },
+    /// Accept a step your partner proposed
+    Accept {
+        /// The step's id
+        step: String,
+    },
+    /// Mark a step done
+    Done {
+        /// The step's id
+        step: String,
+        /// kept, partly, missed or renegotiated
+        #[arg(long, default_value = "kept")]
+        outcome: String,
+    },
+    /// Both partners' steps side by side
+    List {
+        /// Include steps already done
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// `duet checkin ...`
+#[derive(Debug, Subcommand)]
+pub enum CheckinCmd {
+    /// Show a week's check-in
+    Show {
+        #[command(flatten)]
+        week: WeekArg,
+    },
+    /// List every week's check-in
+    List,
+    /// Appreciate something specific your partner did
+    Appreciate {
+        /// What
+        text: String,
+        #[command(flatten)]
+        week: WeekArg,
+    },
+    /// Something that went well
+    Well {
+        /// What
+        text: String,
+        #[command(flatten)]
+        week: WeekArg,
+    },
+    /// Put an issue on the agenda
+    Agenda {
+        /// The issue's id
+        issue: String,
+        #[command(flatten)]
+        week: WeekArg,
+    },
+    /// "What can I do next week to make you feel more loved?"
+    Request {
+        /// The request
+        text: String,
+        #[command(flatten)]
+        week: WeekArg,
+    },
+    /// Rate the week, 1 to 10
+    Rate {
+        /// The rating
+        rating: String,
+        #[command(flatten)]
+        week: WeekArg,
+    },
+    /// Log quality time
+    Time {
+        /// parting, reunion, appreciation, affection, date or meeting
+        kind: String,
+        /// Minutes
+        minutes: String,
+        #[command(flatten)]
+        week: WeekArg,
+    },
+}
+
+/// Which week.
+#[derive(Debug, Args)]
+pub struct WeekArg {
+    /// The ISO week, such as 2026-W48 [default: this week]
+    #[arg(long)]
+    pub week: Option<String>,
+}
+
+/// `duet agreement ...`
+#[derive(Debug, Subcommand)]
+pub enum AgreementCmd {
+    /// Propose an agreement (you accept it at once)
+    Add {
+        /// The agreement
+        text: String,
+        /// boundary, conflict-rule or ritual
+        #[arg(long, default_value = "boundary")]
+        kind: String,
+    },
+    /// Accept the current version of an agreement
+    Accept {
+        /// The agreement's id
+        id: String,
+    },
+    /// Rewrite an agreement as a new version
+    Edit {
+        /// The agreement's id
+        id: String,
+        /// The new text
+        text: String,
+    },
+    /// List agreements
+    List,
+}
+
+/// `duet journal ...`
+#[derive(Debug, Subcommand)]
+pub enum JournalCmd {
+    /// Write an entry
+    Add {
+        /// The entry
+        text: String,
+    },
+    /// Read your entries
+    List,
+}
+
+/// `duet device ...`
+#[derive(Debug, Subcommand)]
+pub enum DeviceCmd {
+    /// List the space's devices
+    List,
+}

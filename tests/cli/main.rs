@@ -1,0 +1,1 @@
+//! Black-box tests: run the real `duet` binary against temporary homes.
