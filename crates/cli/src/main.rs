@@ -23,7 +23,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line, the whole chain of causes.
-            let _ = writeln!(anstream::stderr(), "{}error:{} {err:#}", render::ERROR.render(), render::ERROR.render_reset());
+            let _ = writeln!(
+                anstream::stderr(),
+                "{}error:{} {err:#}",
+                render::ERROR.render(),
+                render::ERROR.render_reset()
+            );
             ExitCode::FAILURE
         }
     }

@@ -6,9 +6,7 @@ use std::fmt::Write as _;
 
 use anstyle::{AnsiColor, Style};
 use comfy_table::{Table, presets::NOTHING};
-use duet::model::{
-    Agreement, CheckIn, DeviceId, DeviceRecord, Issue, Moment, Person, Seat, Step,
-};
+use duet::model::{Agreement, CheckIn, DeviceId, DeviceRecord, Issue, Moment, Person, Seat, Step};
 use duet::store::JournalEntry;
 use duet::{LogLine, Status};
 use serde::Serialize;
@@ -43,7 +41,11 @@ fn finish(t: Table) -> String {
 /// A moment as local date and time, to the minute.
 pub fn local(m: Moment) -> String {
     jiff::Timestamp::from_millisecond(m.0)
-        .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M").to_string())
+        .map(|t| {
+            t.to_zoned_datetime(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M")
+                .to_string()
+        })
         .unwrap_or_else(|_| m.to_string())
 }
 
@@ -115,7 +117,14 @@ pub fn issue(i: &Issue, me: Seat, people: &[Person]) -> String {
         }
     }
     if !i.conflicts.is_empty() {
-        let _ = writeln!(s, "\n{}", styled(WARN, "Set differently at the same time (something to talk about):"));
+        let _ = writeln!(
+            s,
+            "\n{}",
+            styled(
+                WARN,
+                "Set differently at the same time (something to talk about):"
+            )
+        );
         for c in &i.conflicts {
             let vals: Vec<String> = c
                 .values
@@ -188,7 +197,11 @@ pub fn steps(list: &[Step], people: &[Person]) -> String {
                 _ => {}
             }
         }
-        let _ = writeln!(s, "{}: {kept} kept, {partly} partly, {missed} missed, {open} open", p.name);
+        let _ = writeln!(
+            s,
+            "{}: {kept} kept, {partly} partly, {missed} missed, {open} open",
+            p.name
+        );
     }
     s
 }
@@ -198,7 +211,12 @@ pub fn checkin(c: &CheckIn) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{}", styled(HEAD, format!("Check-in {}", c.week)));
     let hours = |m: u32| format!("{}h{:02}", m / 60, m % 60);
-    let _ = writeln!(s, "Quality time: {} of {}\n", hours(c.total_minutes), hours(c.goal_minutes));
+    let _ = writeln!(
+        s,
+        "Quality time: {} of {}\n",
+        hours(c.total_minutes),
+        hours(c.goal_minutes)
+    );
     for p in &c.partners {
         let _ = writeln!(s, "{}", styled(HEAD, &p.partner.name));
         let mut any = false;
@@ -213,7 +231,14 @@ pub fn checkin(c: &CheckIn) -> String {
             line("went well", w.clone());
         }
         for a in &p.agenda {
-            line("to talk about", format!("{} ({})", a.title.as_deref().unwrap_or("unknown issue"), a.issue_id.short()));
+            line(
+                "to talk about",
+                format!(
+                    "{} ({})",
+                    a.title.as_deref().unwrap_or("unknown issue"),
+                    a.issue_id.short()
+                ),
+            );
         }
         if let Some(r) = &p.request {
             line("request", r.clone());
@@ -230,8 +255,18 @@ pub fn checkin(c: &CheckIn) -> String {
         let _ = writeln!(s);
     }
     for c in &c.conflicts {
-        let vals: Vec<String> = c.values.iter().map(|v| format!("\"{}\" by {}", v.value, v.set_by.name)).collect();
-        let _ = writeln!(s, "{} {}: {}", styled(WARN, "set differently:"), c.field, vals.join(", "));
+        let vals: Vec<String> = c
+            .values
+            .iter()
+            .map(|v| format!("\"{}\" by {}", v.value, v.set_by.name))
+            .collect();
+        let _ = writeln!(
+            s,
+            "{} {}: {}",
+            styled(WARN, "set differently:"),
+            c.field,
+            vals.join(", ")
+        );
     }
     s
 }
@@ -281,7 +316,13 @@ pub fn agreements(list: &[Agreement]) -> String {
                 format!("accepted by {}", who.join(", "))
             }
         };
-        t.add_row(vec![a.id.short().to_string(), a.kind.to_string(), format!("v{}", a.version), state, a.text.clone()]);
+        t.add_row(vec![
+            a.id.short().to_string(),
+            a.kind.to_string(),
+            format!("v{}", a.version),
+            state,
+            a.text.clone(),
+        ]);
     }
     finish(t)
 }
@@ -296,7 +337,11 @@ pub struct JournalJson {
 
 impl From<&JournalEntry> for JournalJson {
     fn from(e: &JournalEntry) -> Self {
-        JournalJson { id: e.id, written_at: Moment(e.written_at), text: e.text.clone() }
+        JournalJson {
+            id: e.id,
+            written_at: Moment(e.written_at),
+            text: e.text.clone(),
+        }
     }
 }
 
@@ -307,7 +352,12 @@ pub fn journal(list: &[JournalJson]) -> String {
     }
     let mut s = String::new();
     for e in list {
-        let _ = writeln!(s, "{} {}", styled(DIM, format!("#{} {}", e.id, local(e.written_at))), e.text);
+        let _ = writeln!(
+            s,
+            "{} {}",
+            styled(DIM, format!("#{} {}", e.id, local(e.written_at))),
+            e.text
+        );
     }
     s
 }
@@ -320,7 +370,13 @@ pub fn devices(list: &[DeviceRecord], owners: &[String], me: DeviceId) -> String
         if d.id == me {
             name.push_str(" (this device)");
         }
-        t.add_row(vec![d.id.short(), name, owner.clone(), d.id.fingerprint(), date(Moment(d.added_at))]);
+        t.add_row(vec![
+            d.id.short(),
+            name,
+            owner.clone(),
+            d.id.fingerprint(),
+            date(Moment(d.added_at)),
+        ]);
     }
     finish(t)
 }
@@ -346,7 +402,10 @@ pub fn log(lines: &[LogLine]) -> String {
 /// `duet status`
 pub fn status(s: &Status) -> String {
     let mut out = String::new();
-    let partner = s.partner.as_ref().map_or_else(|| "not paired yet".to_string(), |p| p.name.clone());
+    let partner = s
+        .partner
+        .as_ref()
+        .map_or_else(|| "not paired yet".to_string(), |p| p.name.clone());
     let rows = [
         ("home", s.home.display().to_string()),
         ("you", s.me.name.clone()),
@@ -355,14 +414,21 @@ pub fn status(s: &Status) -> String {
         ("fingerprint", s.device.fingerprint.clone()),
         (
             "issues",
-            format!("{} active of {}, {} open steps", s.issues.active, s.issues.total, s.issues.open_steps),
+            format!(
+                "{} active of {}, {} open steps",
+                s.issues.active, s.issues.total, s.issues.open_steps
+            ),
         ),
         (
             "this week",
             format!(
                 "{}: {}, {} min of quality time",
                 s.this_week.week,
-                if s.this_week.started { "check-in started" } else { "no check-in yet" },
+                if s.this_week.started {
+                    "check-in started"
+                } else {
+                    "no check-in yet"
+                },
                 s.this_week.minutes
             ),
         ),

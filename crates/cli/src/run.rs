@@ -11,7 +11,9 @@ use duet::model::{
 use duet::{ExportFormat, Home, InitOptions, Who};
 use serde::Serialize;
 
-use crate::args::{AgreementCmd, CheckinCmd, Cli, Command, DeviceCmd, IssueCmd, JournalCmd, StepCmd, WeekArg};
+use crate::args::{
+    AgreementCmd, CheckinCmd, Cli, Command, DeviceCmd, IssueCmd, JournalCmd, StepCmd, WeekArg,
+};
 use crate::render;
 
 /// Where the home is: `--home`, `DUET_HOME`, or the platform default.
@@ -49,7 +51,13 @@ pub fn run(cli: Cli) -> Result<()> {
     let dir = home_dir(cli.home)?;
     let json = cli.json;
     if let Command::Init { name, device_name } = &cli.command {
-        let mut home = Home::init(&dir, &InitOptions { name: name.clone(), device_name: device_name.clone() })?;
+        let mut home = Home::init(
+            &dir,
+            &InitOptions {
+                name: name.clone(),
+                device_name: device_name.clone(),
+            },
+        )?;
         let status = home.status()?;
         return show(json, &status, |s| {
             format!(
@@ -71,7 +79,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Agreement(cmd) => agreement(&mut home, json, cmd),
         Command::Journal(JournalCmd::Add { text }) => {
             let e = home.journal_add(&text)?;
-            show(json, &render::JournalJson::from(&e), |_| format!("Journal entry {} saved on this device only.\n", e.id))
+            show(json, &render::JournalJson::from(&e), |_| {
+                format!("Journal entry {} saved on this device only.\n", e.id)
+            })
         }
         Command::Journal(JournalCmd::List) => {
             let entries: Vec<render::JournalJson> = home.journal()?.iter().map(Into::into).collect();
@@ -84,10 +94,16 @@ pub fn run(cli: Cli) -> Result<()> {
                 home.set_review_date(Some(d))?;
             }
             let current = home.review_date()?;
-            show(json, &serde_json::json!({ "review_date": current }), |_| match &current {
-                Some(d) => format!("Your private review date: {d} (visible only to you, on this device).\n"),
-                None => "No review date set.\n".to_string(),
-            })
+            show(
+                json,
+                &serde_json::json!({ "review_date": current }),
+                |_| match &current {
+                    Some(d) => {
+                        format!("Your private review date: {d} (visible only to you, on this device).\n")
+                    }
+                    None => "No review date set.\n".to_string(),
+                },
+            )
         }
         Command::Device(DeviceCmd::List) => {
             let me = home.device_id();
@@ -104,7 +120,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let lines = home.log(if all { None } else { Some(limit) })?;
             show(json, &lines, |l| render::log(l))
         }
-        Command::Export { format, output, private } => {
+        Command::Export {
+            format,
+            output,
+            private,
+        } => {
             let format: ExportFormat = format.parse()?;
             if private && format == ExportFormat::Automerge {
                 return Err(anyhow!(
@@ -117,7 +137,9 @@ pub fn run(cli: Cli) -> Result<()> {
                     write_file(&path, &bytes)?;
                     eprintln!("Exported {} bytes to {}.", bytes.len(), path.display());
                 }
-                None => std::io::stdout().write_all(&bytes).context("cannot write to standard output")?,
+                None => std::io::stdout()
+                    .write_all(&bytes)
+                    .context("cannot write to standard output")?,
             }
             Ok(())
         }
@@ -138,16 +160,28 @@ fn issue(home: &mut Home, json: bool, cmd: IssueCmd) -> Result<()> {
     let people = home.people()?;
     let one = |json: bool, i: &duet::model::Issue| show(json, i, |i| render::issue(i, me, &people));
     match cmd {
-        IssueCmd::Add { title, body, kind, startup, tags } => {
+        IssueCmd::Add {
+            title,
+            body,
+            kind,
+            startup,
+            tags,
+        } => {
             let new = NewIssue {
                 title,
                 body: body.unwrap_or_default(),
                 kind: parse_opt::<IssueKind>(kind.as_deref())?,
-                startup: SoftStartup { feel: startup.feel, about: startup.about, need: startup.need },
+                startup: SoftStartup {
+                    feel: startup.feel,
+                    about: startup.about,
+                    need: startup.need,
+                },
                 tags,
             };
             let i = home.add_issue(&new)?;
-            show(json, &i, |i| format!("Added issue {} \"{}\".\n", i.id.short(), i.title))
+            show(json, &i, |i| {
+                format!("Added issue {} \"{}\".\n", i.id.short(), i.title)
+            })
         }
         IssueCmd::List { status, kind } => {
             let filter = IssueFilter {
@@ -157,14 +191,25 @@ fn issue(home: &mut Home, json: bool, cmd: IssueCmd) -> Result<()> {
             show(json, &home.issues(filter)?, |l| render::issues(l))
         }
         IssueCmd::Show { id } => one(json, &home.issue(&id)?),
-        IssueCmd::Edit { id, title, body, kind } => {
-            let edit = IssueEdit { title, body, kind: parse_opt::<IssueKind>(kind.as_deref())? };
+        IssueCmd::Edit {
+            id,
+            title,
+            body,
+            kind,
+        } => {
+            let edit = IssueEdit {
+                title,
+                body,
+                kind: parse_opt::<IssueKind>(kind.as_deref())?,
+            };
             one(json, &home.edit_issue(&id, &edit)?)
         }
         IssueCmd::Status { id, status } => {
             let status: IssueStatus = status.parse()?;
             let i = home.set_status(&id, status)?;
-            show(json, &i, |i| format!("Issue {} is now {}.\n", i.id.short(), i.status))
+            show(json, &i, |i| {
+                format!("Issue {} is now {}.\n", i.id.short(), i.status)
+            })
         }
         IssueCmd::Note { id, text } => {
             let i = home.add_note(&id, &text)?;
@@ -172,17 +217,26 @@ fn issue(home: &mut Home, json: bool, cmd: IssueCmd) -> Result<()> {
         }
         IssueCmd::Tag { id, tag } => {
             let i = home.tag_issue(&id, &tag)?;
-            show(json, &i, |i| format!("Issue {} tags: {}.\n", i.id.short(), i.tags.join(", ")))
+            show(json, &i, |i| {
+                format!("Issue {} tags: {}.\n", i.id.short(), i.tags.join(", "))
+            })
         }
     }
 }
 
 fn step(home: &mut Home, json: bool, cmd: StepCmd) -> Result<()> {
     match cmd {
-        StepCmd::Add { issue, text, owner, due } => {
+        StepCmd::Add {
+            issue,
+            text,
+            owner,
+            due,
+        } => {
             let who: Who = owner.parse()?;
             let s = home.add_step(&issue, &text, who, due.as_deref())?;
-            show(json, &s, |s| format!("Added step {} to issue {}.\n", s.id.short(), s.issue_id.short()))
+            show(json, &s, |s| {
+                format!("Added step {} to issue {}.\n", s.id.short(), s.issue_id.short())
+            })
         }
         StepCmd::Accept { step } => {
             let s = home.accept_step(&step)?;
@@ -191,7 +245,9 @@ fn step(home: &mut Home, json: bool, cmd: StepCmd) -> Result<()> {
         StepCmd::Done { step, outcome } => {
             let outcome: Outcome = outcome.parse()?;
             let s = home.complete_step(&step, outcome)?;
-            show(json, &s, |s| format!("Step {} done: {}.\n", s.id.short(), outcome_word(s)))
+            show(json, &s, |s| {
+                format!("Step {} done: {}.\n", s.id.short(), outcome_word(s))
+            })
         }
         StepCmd::List { all } => {
             let issues = home.issues(IssueFilter::default())?;
@@ -222,9 +278,14 @@ fn checkin(home: &mut Home, json: bool, cmd: CheckinCmd) -> Result<()> {
         CheckinCmd::Well { text, week: w } => (w, CheckInEntry::WentWell(text)),
         CheckinCmd::Request { text, week: w } => (w, CheckInEntry::Request(text)),
         CheckinCmd::Rate { rating, week: w } => (w, CheckInEntry::Rating(rating.parse::<Rating>()?)),
-        CheckinCmd::Time { kind, minutes, week: w } => {
-            (w, CheckInEntry::Time(kind.parse::<TimeKind>()?, parse_minutes(&minutes)?))
-        }
+        CheckinCmd::Time {
+            kind,
+            minutes,
+            week: w,
+        } => (
+            w,
+            CheckInEntry::Time(kind.parse::<TimeKind>()?, parse_minutes(&minutes)?),
+        ),
     };
     let c = home.checkin_add(week(&w)?, &entry)?;
     show(json, &c, |c| format!("Saved to the check-in of {}.\n", c.week))
@@ -235,18 +296,37 @@ fn agreement(home: &mut Home, json: bool, cmd: AgreementCmd) -> Result<()> {
         AgreementCmd::Add { text, kind } => {
             let kind: AgreementKind = kind.parse()?;
             let a = home.add_agreement(&text, kind)?;
-            show(json, &a, |a| format!("Proposed agreement {}; your partner can accept it.\n", a.id.short()))
+            show(json, &a, |a| {
+                format!(
+                    "Proposed agreement {}; your partner can accept it.\n",
+                    a.id.short()
+                )
+            })
         }
         AgreementCmd::Accept { id } => {
             let a = home.accept_agreement(&id)?;
             show(json, &a, |a| {
-                let state = if a.active { "now active" } else { "waiting for your partner" };
-                format!("Accepted agreement {} (version {}): {state}.\n", a.id.short(), a.version)
+                let state = if a.active {
+                    "now active"
+                } else {
+                    "waiting for your partner"
+                };
+                format!(
+                    "Accepted agreement {} (version {}): {state}.\n",
+                    a.id.short(),
+                    a.version
+                )
             })
         }
         AgreementCmd::Edit { id, text } => {
             let a = home.edit_agreement(&id, &text)?;
-            show(json, &a, |a| format!("Agreement {} is now version {}; your partner can accept it.\n", a.id.short(), a.version))
+            show(json, &a, |a| {
+                format!(
+                    "Agreement {} is now version {}; your partner can accept it.\n",
+                    a.id.short(),
+                    a.version
+                )
+            })
         }
         AgreementCmd::List => show(json, &home.agreements()?, |l| render::agreements(l)),
     }

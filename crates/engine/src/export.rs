@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 
 use duet_model::{
-    Agreement, CheckIn, DeviceRecord, InvalidInput, Issue, IssueFilter, Moment, Person, Seat, agreements,
-    checkins, issues, space,
+    Agreement, CheckIn, DeviceRecord, InvalidInput, Issue, IssueFilter, Moment, Owner, Person, Seat,
+    agreements, checkins, issues, space,
 };
 use duet_store::JournalEntry;
 use serde::Serialize;
@@ -49,8 +49,11 @@ pub struct Export {
     pub space_id: String,
     /// When the export was made.
     pub exported_at: Moment,
-    /// The partners.
+    /// The partners who have joined.
     pub partners: Vec<Person>,
+    /// Both seats' names, for rendering (a partner not yet joined has a placeholder).
+    #[serde(skip)]
+    pub people: Vec<Person>,
     /// Their devices.
     pub devices: Vec<DeviceRecord>,
     /// Every issue.
@@ -86,6 +89,7 @@ impl Home {
                 .filter(|s| space::partner_name(doc, **s).is_some())
                 .map(|s| space::person(doc, *s))
                 .collect(),
+            people: Seat::ALL.iter().map(|s| space::person(doc, *s)).collect(),
             devices: space::devices(doc),
             issues: issues::issues(doc, IssueFilter::default()),
             checkins: checkins::weeks(doc)
@@ -143,8 +147,17 @@ pub fn markdown(x: &Export) -> String {
             let _ = writeln!(s, "- soft start-up: \"{}\"", st.sentence());
         }
         for c in &i.conflicts {
-            let vals: Vec<String> = c.values.iter().map(|v| format!("{} ({})", v.value, v.set_by.name)).collect();
-            let _ = writeln!(s, "- **to talk about**: {} was set to {}", c.field, vals.join(" and "));
+            let vals: Vec<String> = c
+                .values
+                .iter()
+                .map(|v| format!("{} ({})", v.value, v.set_by.name))
+                .collect();
+            let _ = writeln!(
+                s,
+                "- **to talk about**: {} was set to {}",
+                c.field,
+                vals.join(" and ")
+            );
         }
         if !i.body.is_empty() {
             let _ = writeln!(s, "\n{}", i.body);
@@ -153,7 +166,15 @@ pub fn markdown(x: &Export) -> String {
             let _ = writeln!(s, "\nSteps:\n");
             for st in &i.steps {
                 let mark = if st.done { "x" } else { " " };
-                let mut line = format!("- [{mark}] {} (owner: {}", st.text, st.owner);
+                let owner = match st.owner {
+                    Owner::Both => "both".to_string(),
+                    Owner::One(seat) => x
+                        .people
+                        .iter()
+                        .find(|p| p.seat == Some(seat))
+                        .map_or_else(|| seat.to_string(), |p| p.name.clone()),
+                };
+                let mut line = format!("- [{mark}] {} (owner: {owner}", st.text);
                 if let Some(d) = &st.due {
                     let _ = write!(line, ", due {d}");
                 }
@@ -178,7 +199,11 @@ pub fn markdown(x: &Export) -> String {
     }
     for c in &x.checkins {
         let _ = writeln!(s, "### {}\n", c.week);
-        let _ = writeln!(s, "Quality time: {} of {} minutes.\n", c.total_minutes, c.goal_minutes);
+        let _ = writeln!(
+            s,
+            "Quality time: {} of {} minutes.\n",
+            c.total_minutes, c.goal_minutes
+        );
         for p in &c.partners {
             let _ = writeln!(s, "**{}**\n", p.partner.name);
             for a in &p.appreciations {
@@ -188,7 +213,11 @@ pub fn markdown(x: &Export) -> String {
                 let _ = writeln!(s, "- went well: {w}");
             }
             for a in &p.agenda {
-                let _ = writeln!(s, "- to talk about: {}", a.title.as_deref().unwrap_or(a.issue_id.short()));
+                let _ = writeln!(
+                    s,
+                    "- to talk about: {}",
+                    a.title.as_deref().unwrap_or(a.issue_id.short())
+                );
             }
             if let Some(r) = &p.request {
                 let _ = writeln!(s, "- request: {r}");
@@ -198,6 +227,15 @@ pub fn markdown(x: &Export) -> String {
             }
             for t in &p.time {
                 let _ = writeln!(s, "- {}: {} min", t.kind, t.minutes);
+            }
+            let empty = p.appreciations.is_empty()
+                && p.went_well.is_empty()
+                && p.agenda.is_empty()
+                && p.request.is_none()
+                && p.rating.is_none()
+                && p.time.is_empty();
+            if empty {
+                let _ = writeln!(s, "_Nothing yet._");
             }
             let _ = writeln!(s);
         }

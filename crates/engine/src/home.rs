@@ -244,7 +244,10 @@ impl Home {
     }
 
     /// Makes one or more changes as this device's partner, now.
-    fn edit<T>(&mut self, f: impl FnOnce(&mut Editor<'_>) -> std::result::Result<T, ModelError>) -> Result<T> {
+    fn edit<T>(
+        &mut self,
+        f: impl FnOnce(&mut Editor<'_>) -> std::result::Result<T, ModelError>,
+    ) -> Result<T> {
         let seat = self.seat;
         self.store.write(|doc| -> Result<T> {
             let mut editor = Editor::new(doc, seat, now_ms());
@@ -352,25 +355,33 @@ impl Home {
 
     /// Changes an issue's title, body or kind.
     pub fn edit_issue(&mut self, prefix: &str, edit: &IssueEdit) -> Result<Issue> {
-        let (id, ()) = self.edit_resolved(|d| issues::resolve_issue(d, prefix), |e, id| e.edit_issue(id, edit))?;
+        let (id, ()) = self.edit_resolved(
+            |d| issues::resolve_issue(d, prefix),
+            |e, id| e.edit_issue(id, edit),
+        )?;
         self.issue(id.as_str())
     }
 
     /// Sets an issue's status.
     pub fn set_status(&mut self, prefix: &str, status: IssueStatus) -> Result<Issue> {
-        let (id, ()) = self.edit_resolved(|d| issues::resolve_issue(d, prefix), |e, id| e.set_status(id, status))?;
+        let (id, ()) = self.edit_resolved(
+            |d| issues::resolve_issue(d, prefix),
+            |e, id| e.set_status(id, status),
+        )?;
         self.issue(id.as_str())
     }
 
     /// Adds a tag to an issue.
     pub fn tag_issue(&mut self, prefix: &str, tag: &str) -> Result<Issue> {
-        let (id, ()) = self.edit_resolved(|d| issues::resolve_issue(d, prefix), |e, id| e.tag_issue(id, tag))?;
+        let (id, ()) =
+            self.edit_resolved(|d| issues::resolve_issue(d, prefix), |e, id| e.tag_issue(id, tag))?;
         self.issue(id.as_str())
     }
 
     /// Adds a note to an issue.
     pub fn add_note(&mut self, prefix: &str, text: &str) -> Result<Issue> {
-        let (id, ()) = self.edit_resolved(|d| issues::resolve_issue(d, prefix), |e, id| e.add_note(id, text))?;
+        let (id, ()) =
+            self.edit_resolved(|d| issues::resolve_issue(d, prefix), |e, id| e.add_note(id, text))?;
         self.issue(id.as_str())
     }
 
@@ -410,14 +421,17 @@ impl Home {
 
     /// Accepts a step the partner proposed.
     pub fn accept_step(&mut self, prefix: &str) -> Result<Step> {
-        let (ids, ()) = self.edit_resolved(|d| issues::resolve_step(d, prefix), |e, ids| e.accept_step(ids))?;
+        let (ids, ()) =
+            self.edit_resolved(|d| issues::resolve_step(d, prefix), |e, ids| e.accept_step(ids))?;
         self.step(&ids)
     }
 
     /// Marks a step done.
     pub fn complete_step(&mut self, prefix: &str, outcome: Outcome) -> Result<Step> {
-        let (ids, ()) =
-            self.edit_resolved(|d| issues::resolve_step(d, prefix), |e, ids| e.complete_step(ids, outcome))?;
+        let (ids, ()) = self.edit_resolved(
+            |d| issues::resolve_step(d, prefix),
+            |e, ids| e.complete_step(ids, outcome),
+        )?;
         self.step(&ids)
     }
 
@@ -523,7 +537,10 @@ impl Home {
 
     /// Sets (or clears) the private review date (`YYYY-MM-DD`).
     pub fn set_review_date(&mut self, date: Option<&str>) -> Result<()> {
-        let date = date.map(duet_model::vocab::parse_date).transpose()?.map(|d| d.to_string());
+        let date = date
+            .map(duet_model::vocab::parse_date)
+            .transpose()?
+            .map(|d| d.to_string());
         Ok(self.store.private_set("review_date", date.as_deref())?)
     }
 

@@ -6,8 +6,8 @@
 //! both objects as a conflict; [`objects`] returns all of them so that readers can
 //! merge their contents instead of silently showing only the winner.
 
-use automerge::{ActorId, ObjType, ReadDoc, ROOT, ScalarValue, Value};
 use automerge::ObjId;
+use automerge::{ActorId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 
 /// A scalar value and the actor whose operation set it.
 #[derive(Debug, Clone)]

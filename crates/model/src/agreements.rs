@@ -123,7 +123,10 @@ pub fn agreement(doc: &impl ReadDoc, id: &ItemId) -> Option<Agreement> {
         active,
         created_by: match access::string(doc, &obj, "created_by").and_then(|s| s.parse().ok()) {
             Some(seat) => person(doc, seat),
-            None => Person { seat: None, name: "unknown".into() },
+            None => Person {
+                seat: None,
+                name: "unknown".into(),
+            },
         },
         created_at: Moment(access::int(doc, &obj, "created_at").unwrap_or(0)),
         conflicts,
@@ -139,9 +142,9 @@ impl Editor<'_> {
             let obj = tx.put_object(&all, id.as_str(), ObjType::Map)?;
             tx.put(&obj, "text", text)?;
             tx.put(&obj, "kind", kind.as_str())?;
-            tx.put(&obj, "version", ScalarValue::Uint(1))?;
+            tx.put(&obj, "version", ScalarValue::Int(1))?;
             let accepted = tx.put_object(&obj, "accepted", ObjType::Map)?;
-            tx.put(&accepted, seat.as_str(), ScalarValue::Uint(1))?;
+            tx.put(&accepted, seat.as_str(), ScalarValue::Int(1))?;
             tx.put(&obj, "created_by", seat.as_str())?;
             tx.put(&obj, "created_at", ScalarValue::Timestamp(now))?;
             Ok(())
@@ -155,9 +158,10 @@ impl Editor<'_> {
                 what: "agreement",
                 prefix: id.to_string(),
             })?;
-            let obj = agreement_obj(&*tx, id).ok_or_else(|| ModelError::Refused("agreement vanished".into()))?;
+            let obj =
+                agreement_obj(&*tx, id).ok_or_else(|| ModelError::Refused("agreement vanished".into()))?;
             let accepted = map_in(tx, &obj, "accepted")?;
-            tx.put(&accepted, seat.as_str(), ScalarValue::Uint(current.version))?;
+            tx.put(&accepted, seat.as_str(), ScalarValue::Int(current.version as i64))?;
             Ok(current.version)
         })
     }
@@ -170,12 +174,13 @@ impl Editor<'_> {
                 what: "agreement",
                 prefix: id.to_string(),
             })?;
-            let obj = agreement_obj(&*tx, id).ok_or_else(|| ModelError::Refused("agreement vanished".into()))?;
+            let obj =
+                agreement_obj(&*tx, id).ok_or_else(|| ModelError::Refused("agreement vanished".into()))?;
             let version = current.version + 1;
             tx.put(&obj, "text", text)?;
-            tx.put(&obj, "version", ScalarValue::Uint(version))?;
+            tx.put(&obj, "version", ScalarValue::Int(version as i64))?;
             let accepted = map_in(tx, &obj, "accepted")?;
-            tx.put(&accepted, seat.as_str(), ScalarValue::Uint(version))?;
+            tx.put(&accepted, seat.as_str(), ScalarValue::Int(version as i64))?;
             Ok(version)
         })
     }
@@ -196,7 +201,12 @@ mod tests {
         assert!(!agreement(&doc, &id).unwrap().active);
         Editor::new(&mut doc, Seat::B, 2).accept_agreement(&id).unwrap();
         assert!(agreement(&doc, &id).unwrap().active);
-        assert_eq!(Editor::new(&mut doc, Seat::B, 3).edit_agreement(&id, "No phones at meals").unwrap(), 2);
+        assert_eq!(
+            Editor::new(&mut doc, Seat::B, 3)
+                .edit_agreement(&id, "No phones at meals")
+                .unwrap(),
+            2
+        );
         let a = agreement(&doc, &id).unwrap();
         assert!(!a.active, "a new version needs both again");
         assert_eq!(a.text, "No phones at meals");

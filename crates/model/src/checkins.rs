@@ -122,7 +122,12 @@ pub fn checkin(doc: &impl ReadDoc, week: Week) -> CheckIn {
     }
 }
 
-fn read_part(doc: &impl ReadDoc, seat: Seat, parts: &[ObjId], conflicts: &mut Vec<Conflict>) -> PartnerCheckIn {
+fn read_part(
+    doc: &impl ReadDoc,
+    seat: Seat,
+    parts: &[ObjId],
+    conflicts: &mut Vec<Conflict>,
+) -> PartnerCheckIn {
     let list = |key: &str| -> Vec<ObjId> {
         parts
             .iter()
@@ -130,7 +135,10 @@ fn read_part(doc: &impl ReadDoc, seat: Seat, parts: &[ObjId], conflicts: &mut Ve
             .collect()
     };
     let strings = |key: &str| -> Vec<String> {
-        list(key).iter().flat_map(|l| access::string_list(doc, l)).collect()
+        list(key)
+            .iter()
+            .flat_map(|l| access::string_list(doc, l))
+            .collect()
     };
     let mut agenda: Vec<AgendaItem> = Vec::new();
     for id in strings("agenda").iter().filter_map(|s| ItemId::from_stored(s)) {
@@ -147,10 +155,10 @@ fn read_part(doc: &impl ReadDoc, seat: Seat, parts: &[ObjId], conflicts: &mut Ve
             };
             let kind = access::string(doc, &entry, "kind").and_then(|k| k.parse::<TimeKind>().ok());
             let mins = access::int(doc, &entry, "minutes").and_then(|m| u32::try_from(m).ok());
-            if let (Some(k), Some(m)) = (kind, mins) {
-                if let Some(pos) = TimeKind::ALL.iter().position(|x| *x == k) {
-                    minutes[pos] = minutes[pos].saturating_add(m.min(MAX_MINUTES));
-                }
+            if let (Some(k), Some(m)) = (kind, mins)
+                && let Some(pos) = TimeKind::ALL.iter().position(|x| *x == k)
+            {
+                minutes[pos] = minutes[pos].saturating_add(m.min(MAX_MINUTES));
             }
         }
     }
@@ -162,7 +170,10 @@ fn read_part(doc: &impl ReadDoc, seat: Seat, parts: &[ObjId], conflicts: &mut Ve
         .collect();
     // Scalars: gather every value from every copy of this part; the first is shown.
     let gather = |key: &str| -> Vec<SetValue> {
-        parts.iter().flat_map(|p| access::all_scalars(doc, p, key)).collect()
+        parts
+            .iter()
+            .flat_map(|p| access::all_scalars(doc, p, key))
+            .collect()
     };
     let request_values = gather("request");
     let rating_values = gather("rating");
@@ -202,7 +213,11 @@ pub fn parse_minutes(s: &str) -> Result<u32, InvalidInput> {
 }
 
 /// This partner's part of `week`, created if absent (see the module docs).
-fn my_part(tx: &mut automerge::transaction::Transaction<'_>, week: Week, seat: Seat) -> Result<ObjId, ModelError> {
+fn my_part(
+    tx: &mut automerge::transaction::Transaction<'_>,
+    week: Week,
+    seat: Seat,
+) -> Result<ObjId, ModelError> {
     let checkins = map_in(tx, &ROOT, "checkins")?;
     let w = map_in(tx, &checkins, &week.to_string())?;
     if let Some(part) = access::object(&*tx, &w, seat.as_str(), ObjType::Map) {
@@ -215,7 +230,11 @@ fn my_part(tx: &mut automerge::transaction::Transaction<'_>, week: Week, seat: S
     Ok(part)
 }
 
-fn append(tx: &mut automerge::transaction::Transaction<'_>, part: &ObjId, list: &str) -> Result<(ObjId, usize), ModelError> {
+fn append(
+    tx: &mut automerge::transaction::Transaction<'_>,
+    part: &ObjId,
+    list: &str,
+) -> Result<(ObjId, usize), ModelError> {
     let l = match access::object(&*tx, part, list, ObjType::List) {
         Some(l) => l,
         None => tx.put_object(part, list, ObjType::List)?,
@@ -258,7 +277,10 @@ impl Editor<'_> {
                 return Err(InvalidInput::Minutes(m.to_string()).into());
             }
             CheckInEntry::Agenda(id) if issues::issue(&*self.doc, id).is_none() => {
-                return Err(ModelError::NotFound { what: "issue", prefix: id.to_string() });
+                return Err(ModelError::NotFound {
+                    what: "issue",
+                    prefix: id.to_string(),
+                });
             }
             _ => {}
         }
@@ -266,7 +288,11 @@ impl Editor<'_> {
             let part = my_part(tx, week, seat)?;
             match entry {
                 CheckInEntry::Appreciation(t) | CheckInEntry::WentWell(t) => {
-                    let key = if matches!(entry, CheckInEntry::Appreciation(_)) { "appreciations" } else { "went_well" };
+                    let key = if matches!(entry, CheckInEntry::Appreciation(_)) {
+                        "appreciations"
+                    } else {
+                        "went_well"
+                    };
                     let (l, at) = append(tx, &part, key)?;
                     tx.insert(&l, at, t.trim())?;
                 }
@@ -299,19 +325,35 @@ mod tests {
     fn both_partners_starting_the_week_offline_get_one_checkin() {
         let (mut a, _) = founded(1);
         let b_dev = DeviceSecret::from_bytes(&[2; 32]).device_id();
-        Editor::new(&mut a, Seat::A, 1).add_device(b_dev, Seat::B, "phone").unwrap();
+        Editor::new(&mut a, Seat::A, 1)
+            .add_device(b_dev, Seat::B, "phone")
+            .unwrap();
         let a2_dev = DeviceSecret::from_bytes(&[3; 32]).device_id();
-        Editor::new(&mut a, Seat::A, 1).add_device(a2_dev, Seat::A, "tablet").unwrap();
+        Editor::new(&mut a, Seat::A, 1)
+            .add_device(a2_dev, Seat::A, "tablet")
+            .unwrap();
         let mut b = a.fork().with_actor(b_dev.actor());
         let mut a2 = a.fork().with_actor(a2_dev.actor());
         let week: Week = "2026-W48".parse().unwrap();
 
-        Editor::new(&mut a, Seat::A, 2).checkin(week, &CheckInEntry::Appreciation("made dinner".into())).unwrap();
-        Editor::new(&mut a, Seat::A, 2).checkin(week, &CheckInEntry::Rating(Rating::new(8).unwrap())).unwrap();
-        Editor::new(&mut a2, Seat::A, 2).checkin(week, &CheckInEntry::Time(TimeKind::Date, 120)).unwrap();
-        Editor::new(&mut a2, Seat::A, 2).checkin(week, &CheckInEntry::Rating(Rating::new(6).unwrap())).unwrap();
-        Editor::new(&mut b, Seat::B, 2).checkin(week, &CheckInEntry::WentWell("the walk".into())).unwrap();
-        Editor::new(&mut b, Seat::B, 2).checkin(week, &CheckInEntry::Time(TimeKind::Date, 120)).unwrap();
+        Editor::new(&mut a, Seat::A, 2)
+            .checkin(week, &CheckInEntry::Appreciation("made dinner".into()))
+            .unwrap();
+        Editor::new(&mut a, Seat::A, 2)
+            .checkin(week, &CheckInEntry::Rating(Rating::new(8).unwrap()))
+            .unwrap();
+        Editor::new(&mut a2, Seat::A, 2)
+            .checkin(week, &CheckInEntry::Time(TimeKind::Date, 120))
+            .unwrap();
+        Editor::new(&mut a2, Seat::A, 2)
+            .checkin(week, &CheckInEntry::Rating(Rating::new(6).unwrap()))
+            .unwrap();
+        Editor::new(&mut b, Seat::B, 2)
+            .checkin(week, &CheckInEntry::WentWell("the walk".into()))
+            .unwrap();
+        Editor::new(&mut b, Seat::B, 2)
+            .checkin(week, &CheckInEntry::Time(TimeKind::Date, 120))
+            .unwrap();
         a.merge(&mut b).unwrap();
         a.merge(&mut a2).unwrap();
 
@@ -322,7 +364,11 @@ mod tests {
         assert_eq!(c.partners[1].went_well, ["the walk"]);
         assert_eq!(c.total_minutes, 240);
         // Two devices of seat a rated the week differently: shown as a conflict.
-        let conflict = c.conflicts.iter().find(|c| c.field == "a.rating").expect("rating conflict");
+        let conflict = c
+            .conflicts
+            .iter()
+            .find(|c| c.field == "a.rating")
+            .expect("rating conflict");
         assert_eq!(conflict.values.len(), 2);
     }
 
@@ -333,7 +379,10 @@ mod tests {
         let mut e = Editor::new(&mut doc, Seat::A, 0);
         assert!(e.checkin(week, &CheckInEntry::Appreciation("  ".into())).is_err());
         assert!(e.checkin(week, &CheckInEntry::Time(TimeKind::Date, 0)).is_err());
-        assert!(e.checkin(week, &CheckInEntry::Agenda(ItemId::from_random([1; 8]))).is_err());
+        assert!(
+            e.checkin(week, &CheckInEntry::Agenda(ItemId::from_random([1; 8])))
+                .is_err()
+        );
         assert!(weeks(&doc).is_empty());
         assert!(parse_minutes("90").is_ok());
         assert!(parse_minutes("-5").is_err());

@@ -62,12 +62,7 @@ pub(crate) fn render(value: &ScalarValue) -> String {
 }
 
 /// The conflict at `obj[key]`, if devices set different values concurrently.
-pub(crate) fn scalar_conflict(
-    doc: &impl ReadDoc,
-    obj: &ObjId,
-    key: &str,
-    field: &str,
-) -> Option<Conflict> {
+pub(crate) fn scalar_conflict(doc: &impl ReadDoc, obj: &ObjId, key: &str, field: &str) -> Option<Conflict> {
     values_conflict(doc, field, access::all_scalars(doc, obj, key))
 }
 

@@ -73,7 +73,10 @@ where
         many => Err(ModelError::Ambiguous {
             what,
             prefix: prefix.to_string(),
-            candidates: many.iter().map(|id| id.0[..p.len() + 2.min(id.0.len() - p.len())].to_string()).collect(),
+            candidates: many
+                .iter()
+                .map(|id| id.0[..p.len() + 2.min(id.0.len() - p.len())].to_string())
+                .collect(),
         }),
     }
 }

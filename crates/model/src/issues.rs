@@ -189,7 +189,9 @@ pub fn resolve_issue(doc: &impl ReadDoc, prefix: &str) -> Result<ItemId, ModelEr
 pub fn resolve_step(doc: &impl ReadDoc, prefix: &str) -> Result<(ItemId, ItemId), ModelError> {
     let mut all = Vec::new();
     for issue in issue_ids(doc) {
-        let Some(obj) = issue_obj(doc, &issue) else { continue };
+        let Some(obj) = issue_obj(doc, &issue) else {
+            continue;
+        };
         if let Some(steps) = access::object(doc, &obj, "steps", ObjType::Map) {
             for key in access::keys(doc, &steps) {
                 if let Some(step) = ItemId::from_stored(&key) {
@@ -345,7 +347,10 @@ fn read_notes(doc: &impl ReadDoc, list: &ObjId) -> Vec<Note> {
 fn check_tag(tag: &str) -> Result<String, InvalidInput> {
     let t = required_text("tag", tag)?;
     if t.chars().count() > 64 {
-        return Err(InvalidInput::TextTooLong { what: "tag", len: t.len() });
+        return Err(InvalidInput::TextTooLong {
+            what: "tag",
+            len: t.len(),
+        });
     }
     Ok(t.to_lowercase())
 }
@@ -362,13 +367,20 @@ impl Editor<'_> {
     pub fn add_issue(&mut self, id: &ItemId, new: &NewIssue) -> Result<(), ModelError> {
         let title = check_title(&new.title)?;
         check_text("body", &new.body)?;
-        for part in [&new.startup.feel, &new.startup.about, &new.startup.need].into_iter().flatten() {
+        for part in [&new.startup.feel, &new.startup.about, &new.startup.need]
+            .into_iter()
+            .flatten()
+        {
             check_text("soft start-up", part)?;
         }
         if new.tags.len() > MAX_TAGS {
             return Err(ModelError::Refused(format!("at most {MAX_TAGS} tags per issue")));
         }
-        let tags = new.tags.iter().map(|t| check_tag(t)).collect::<Result<Vec<_>, _>>()?;
+        let tags = new
+            .tags
+            .iter()
+            .map(|t| check_tag(t))
+            .collect::<Result<Vec<_>, _>>()?;
         self.change(format!("add issue {}", id.short()), |tx, seat, now| {
             let issues = map_in(tx, &ROOT, "issues")?;
             if access::object(&*tx, &issues, id.as_str(), ObjType::Map).is_some() {
@@ -384,7 +396,11 @@ impl Editor<'_> {
             tx.put(&obj, "created_at", ScalarValue::Timestamp(now))?;
             if !new.startup.is_empty() {
                 let s = tx.put_object(&obj, "startup", ObjType::Map)?;
-                for (k, v) in [("feel", &new.startup.feel), ("about", &new.startup.about), ("need", &new.startup.need)] {
+                for (k, v) in [
+                    ("feel", &new.startup.feel),
+                    ("about", &new.startup.about),
+                    ("need", &new.startup.need),
+                ] {
                     if let Some(v) = v {
                         tx.put(&s, k, v.trim())?;
                     }
@@ -407,7 +423,9 @@ impl Editor<'_> {
             check_text("body", body)?;
         }
         if title.is_none() && edit.body.is_none() && edit.kind.is_none() {
-            return Err(ModelError::Refused("nothing to change: give --title, --body or --kind".into()));
+            return Err(ModelError::Refused(
+                "nothing to change: give --title, --body or --kind".into(),
+            ));
         }
         self.change(format!("edit issue {}", id.short()), |tx, _, _| {
             let obj = issue_obj(&*tx, id).ok_or_else(|| missing_issue(id))?;
@@ -478,24 +496,27 @@ impl Editor<'_> {
     ) -> Result<(), ModelError> {
         let text = required_text("step", text)?;
         let due = due.map(parse_date).transpose()?.map(|d| d.to_string());
-        self.change(format!("add step {} to issue {}", step.short(), issue.short()), |tx, seat, now| {
-            let obj = issue_obj(&*tx, issue).ok_or_else(|| missing_issue(issue))?;
-            let steps = map_in(tx, &obj, "steps")?;
-            let s = tx.put_object(&steps, step.as_str(), ObjType::Map)?;
-            tx.put(&s, "text", text)?;
-            tx.put(&s, "owner", owner.as_str())?;
-            if let Some(d) = &due {
-                tx.put(&s, "due", d.as_str())?;
-            }
-            let accepted = tx.put_object(&s, "accepted_by", ObjType::Map)?;
-            if owner.includes(seat) {
-                tx.put(&accepted, seat.as_str(), true)?;
-            }
-            tx.put(&s, "created_by", seat.as_str())?;
-            tx.put(&s, "created_at", ScalarValue::Timestamp(now))?;
-            tx.put(&s, "done", false)?;
-            Ok(())
-        })
+        self.change(
+            format!("add step {} to issue {}", step.short(), issue.short()),
+            |tx, seat, now| {
+                let obj = issue_obj(&*tx, issue).ok_or_else(|| missing_issue(issue))?;
+                let steps = map_in(tx, &obj, "steps")?;
+                let s = tx.put_object(&steps, step.as_str(), ObjType::Map)?;
+                tx.put(&s, "text", text)?;
+                tx.put(&s, "owner", owner.as_str())?;
+                if let Some(d) = &due {
+                    tx.put(&s, "due", d.as_str())?;
+                }
+                let accepted = tx.put_object(&s, "accepted_by", ObjType::Map)?;
+                if owner.includes(seat) {
+                    tx.put(&accepted, seat.as_str(), true)?;
+                }
+                tx.put(&s, "created_by", seat.as_str())?;
+                tx.put(&s, "created_at", ScalarValue::Timestamp(now))?;
+                tx.put(&s, "done", false)?;
+                Ok(())
+            },
+        )
     }
 
     fn with_step<T>(
@@ -553,7 +574,9 @@ mod tests {
             body: "the body".into(),
             ..Default::default()
         };
-        Editor::new(doc, seat, 1_000 * n as i64).add_issue(&id(n), &new).unwrap();
+        Editor::new(doc, seat, 1_000 * n as i64)
+            .add_issue(&id(n), &new)
+            .unwrap();
         id(n)
     }
 
@@ -562,10 +585,21 @@ mod tests {
         let (mut doc, _) = founded(1);
         let a = add(&mut doc, Seat::A, 1, "Chores");
         let b = add(&mut doc, Seat::A, 2, "Money");
-        Editor::new(&mut doc, Seat::A, 5).set_status(&b, IssueStatus::Discussing).unwrap();
+        Editor::new(&mut doc, Seat::A, 5)
+            .set_status(&b, IssueStatus::Discussing)
+            .unwrap();
         let all = issues(&doc, IssueFilter::default());
-        assert_eq!(all.iter().map(|i| i.title.as_str()).collect::<Vec<_>>(), ["Chores", "Money"]);
-        let discussing = issues(&doc, IssueFilter { status: Some(IssueStatus::Discussing), kind: None });
+        assert_eq!(
+            all.iter().map(|i| i.title.as_str()).collect::<Vec<_>>(),
+            ["Chores", "Money"]
+        );
+        let discussing = issues(
+            &doc,
+            IssueFilter {
+                status: Some(IssueStatus::Discussing),
+                kind: None,
+            },
+        );
         assert_eq!(discussing.len(), 1);
         assert_eq!(discussing[0].id, b);
         assert_eq!(issue(&doc, &a).unwrap().raised_by.name, "Sam");
@@ -579,7 +613,10 @@ mod tests {
         let mut e = Editor::new(&mut doc, Seat::A, 0);
         let empty = NewIssue::default();
         assert!(e.add_issue(&id(1), &empty).is_err());
-        let long = NewIssue { title: "x".repeat(301), ..Default::default() };
+        let long = NewIssue {
+            title: "x".repeat(301),
+            ..Default::default()
+        };
         assert!(e.add_issue(&id(1), &long).is_err());
         assert!(e.set_status(&id(9), IssueStatus::Open).is_err());
         assert!(e.add_note(&id(9), "hello").is_err());
@@ -591,14 +628,27 @@ mod tests {
         let (mut a, _) = founded(1);
         let issue_id = add(&mut a, Seat::A, 1, "Chores");
         let b_dev = crate::identity::DeviceSecret::from_bytes(&[2; 32]).device_id();
-        Editor::new(&mut a, Seat::A, 2).add_device(b_dev, Seat::B, "phone").unwrap();
+        Editor::new(&mut a, Seat::A, 2)
+            .add_device(b_dev, Seat::B, "phone")
+            .unwrap();
         let mut b = a.fork().with_actor(b_dev.actor());
 
-        let edit = |body: &str| IssueEdit { body: Some(body.into()), ..Default::default() };
-        Editor::new(&mut a, Seat::A, 3).edit_issue(&issue_id, &edit("start: the body")).unwrap();
-        Editor::new(&mut b, Seat::B, 3).edit_issue(&issue_id, &edit("the body :end")).unwrap();
-        Editor::new(&mut a, Seat::A, 4).set_status(&issue_id, IssueStatus::Discussing).unwrap();
-        Editor::new(&mut b, Seat::B, 4).set_status(&issue_id, IssueStatus::Parked).unwrap();
+        let edit = |body: &str| IssueEdit {
+            body: Some(body.into()),
+            ..Default::default()
+        };
+        Editor::new(&mut a, Seat::A, 3)
+            .edit_issue(&issue_id, &edit("start: the body"))
+            .unwrap();
+        Editor::new(&mut b, Seat::B, 3)
+            .edit_issue(&issue_id, &edit("the body :end"))
+            .unwrap();
+        Editor::new(&mut a, Seat::A, 4)
+            .set_status(&issue_id, IssueStatus::Discussing)
+            .unwrap();
+        Editor::new(&mut b, Seat::B, 4)
+            .set_status(&issue_id, IssueStatus::Parked)
+            .unwrap();
         a.merge(&mut b).unwrap();
         b.merge(&mut a).unwrap();
 
@@ -607,14 +657,28 @@ mod tests {
         assert_eq!(ia.body, "start: the body :end");
         assert_eq!(ia.body, ib.body);
         assert_eq!(ia.status, ib.status);
-        let c = ia.conflicts.iter().find(|c| c.field == "status").expect("status conflict");
-        let mut vals: Vec<_> = c.values.iter().map(|v| (v.value.as_str(), v.set_by.seat)).collect();
+        let c = ia
+            .conflicts
+            .iter()
+            .find(|c| c.field == "status")
+            .expect("status conflict");
+        let mut vals: Vec<_> = c
+            .values
+            .iter()
+            .map(|v| (v.value.as_str(), v.set_by.seat))
+            .collect();
         vals.sort();
         assert_eq!(vals, [("discussing", Some(Seat::A)), ("parked", Some(Seat::B))]);
-        assert_eq!(c.values[0].value, ia.status.as_str(), "the shown value comes first");
+        assert_eq!(
+            c.values[0].value,
+            ia.status.as_str(),
+            "the shown value comes first"
+        );
 
         // Setting it again settles the conflict.
-        Editor::new(&mut a, Seat::A, 5).set_status(&issue_id, IssueStatus::Agreed).unwrap();
+        Editor::new(&mut a, Seat::A, 5)
+            .set_status(&issue_id, IssueStatus::Agreed)
+            .unwrap();
         assert!(issue(&a, &issue_id).unwrap().conflicts.is_empty());
     }
 
@@ -623,12 +687,25 @@ mod tests {
         let (mut doc, _) = founded(1);
         let issue_id = add(&mut doc, Seat::A, 1, "Chores");
         let mut e = Editor::new(&mut doc, Seat::A, 10);
-        e.add_step(&issue_id, &id(7), "Do dishes", Owner::One(Seat::B), Some("2026-12-01")).unwrap();
-        assert!(e.add_step(&issue_id, &id(8), "x", Owner::Both, Some("soon")).is_err());
+        e.add_step(
+            &issue_id,
+            &id(7),
+            "Do dishes",
+            Owner::One(Seat::B),
+            Some("2026-12-01"),
+        )
+        .unwrap();
+        assert!(
+            e.add_step(&issue_id, &id(8), "x", Owner::Both, Some("soon"))
+                .is_err()
+        );
         let found = resolve_step(&doc, "0707").unwrap();
         assert_eq!(found, (issue_id.clone(), id(7)));
         let step = &issue(&doc, &issue_id).unwrap().steps[0];
-        assert!(step.accepted_by.is_empty(), "a is not an owner, so has not accepted");
+        assert!(
+            step.accepted_by.is_empty(),
+            "a is not an owner, so has not accepted"
+        );
         assert_eq!(step.due.as_deref(), Some("2026-12-01"));
 
         let mut e = Editor::new(&mut doc, Seat::B, 11);

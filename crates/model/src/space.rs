@@ -65,8 +65,7 @@ pub enum SchemaCheck {
 
 /// Checks that `doc` is a couple space this build can read.
 pub fn check_schema(doc: &Automerge) -> Result<SchemaCheck, ModelError> {
-    let Some(found) = access::scalar(doc, &ROOT, "schema").and_then(|s| access::scalar_int(&s))
-    else {
+    let Some(found) = access::scalar(doc, &ROOT, "schema").and_then(|s| access::scalar_int(&s)) else {
         return Err(ModelError::NotASpace("the document has no schema version"));
     };
     let found = u64::try_from(found).map_err(|_| ModelError::NotASpace("negative schema version"))?;
@@ -112,7 +111,9 @@ pub fn devices(doc: &impl ReadDoc) -> Vec<DeviceRecord> {
     for coll in access::collection(doc, "devices") {
         for key in access::keys(doc, &coll) {
             let Ok(id) = key.parse::<DeviceId>() else { continue };
-            let Some(obj) = access::object(doc, &coll, &key, ObjType::Map) else { continue };
+            let Some(obj) = access::object(doc, &coll, &key, ObjType::Map) else {
+                continue;
+            };
             let Some(seat) = access::string(doc, &obj, "seat").and_then(|s| s.parse().ok()) else {
                 continue;
             };
@@ -161,7 +162,7 @@ pub fn create(doc: &mut Automerge, founder: &Founder, now_ms: i64) -> Result<(),
     doc.transact_with(
         |_| opts,
         |tx| -> Result<(), ModelError> {
-            tx.put(ROOT, "schema", ScalarValue::Uint(SCHEMA_VERSION))?;
+            tx.put(ROOT, "schema", ScalarValue::Int(SCHEMA_VERSION as i64))?;
             tx.put(ROOT, "space_id", founder.space_id.as_str())?;
             tx.put(ROOT, "created_at", ScalarValue::Timestamp(now_ms))?;
             for name in COLLECTIONS {
@@ -171,7 +172,14 @@ pub fn create(doc: &mut Automerge, founder: &Founder, now_ms: i64) -> Result<(),
             let a = tx.put_object(&partners, Seat::A.as_str(), ObjType::Map)?;
             tx.put(&a, "name", founder.name.trim())?;
             let devices = map_in(tx, &ROOT, "devices")?;
-            put_device(tx, &devices, founder.device, Seat::A, &founder.device_name, now_ms)?;
+            put_device(
+                tx,
+                &devices,
+                founder.device,
+                Seat::A,
+                &founder.device_name,
+                now_ms,
+            )?;
             Ok(())
         },
     )
@@ -227,7 +235,9 @@ impl<'a> Editor<'a> {
         f: impl FnOnce(&mut Transaction<'_>, Seat, i64) -> Result<T, ModelError>,
     ) -> Result<T, ModelError> {
         let (seat, now) = (self.seat, self.now_ms);
-        let opts = CommitOptions::default().with_message(message).with_time(now / 1000);
+        let opts = CommitOptions::default()
+            .with_message(message)
+            .with_time(now / 1000);
         self.doc
             .transact_with(|_| opts, |tx| f(tx, seat, now))
             .map(|ok| ok.result)
@@ -239,14 +249,17 @@ impl<'a> Editor<'a> {
         let SchemaCheck::Older(from) = check_schema(self.doc)? else {
             return Ok(());
         };
-        self.change(format!("migrate schema {from} to {SCHEMA_VERSION}"), |tx, _, _| {
-            // Schema 0 (early drafts) could lack collections added later.
-            for name in COLLECTIONS {
-                map_in(tx, &ROOT, name)?;
-            }
-            tx.put(ROOT, "schema", ScalarValue::Uint(SCHEMA_VERSION))?;
-            Ok(())
-        })
+        self.change(
+            format!("migrate schema {from} to {SCHEMA_VERSION}"),
+            |tx, _, _| {
+                // Schema 0 (early drafts) could lack collections added later.
+                for name in COLLECTIONS {
+                    map_in(tx, &ROOT, name)?;
+                }
+                tx.put(ROOT, "schema", ScalarValue::Int(SCHEMA_VERSION as i64))?;
+                Ok(())
+            },
+        )
     }
 
     /// Sets this partner's name.
@@ -305,13 +318,13 @@ pub(crate) mod tests {
     #[test]
     fn newer_schemas_are_refused_and_older_ones_migrated() {
         let (mut doc, _) = founded(1);
-        doc.transact(|tx| tx.put(ROOT, "schema", ScalarValue::Uint(SCHEMA_VERSION + 1)))
+        doc.transact(|tx| tx.put(ROOT, "schema", ScalarValue::Int(SCHEMA_VERSION as i64 + 1)))
             .unwrap();
         assert!(matches!(check_schema(&doc), Err(ModelError::NewerSchema { .. })));
 
         let (mut doc, _) = founded(1);
         doc.transact(|tx| {
-            tx.put(ROOT, "schema", ScalarValue::Uint(0))?;
+            tx.put(ROOT, "schema", ScalarValue::Int(0))?;
             tx.delete(ROOT, "agreements")
         })
         .unwrap();
@@ -323,6 +336,9 @@ pub(crate) mod tests {
 
     #[test]
     fn an_empty_document_is_not_a_space() {
-        assert!(matches!(check_schema(&Automerge::new()), Err(ModelError::NotASpace(_))));
+        assert!(matches!(
+            check_schema(&Automerge::new()),
+            Err(ModelError::NotASpace(_))
+        ));
     }
 }

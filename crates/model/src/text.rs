@@ -42,7 +42,10 @@ mod tests {
         assert_eq!(check_title("  Chores \n split ").unwrap(), "Chores split");
         assert_eq!(check_title("   "), Err(InvalidInput::Empty("title")));
         assert!(check_title(&"é".repeat(300)).is_ok());
-        assert_eq!(check_title(&"é".repeat(301)), Err(InvalidInput::TitleTooLong(301)));
+        assert_eq!(
+            check_title(&"é".repeat(301)),
+            Err(InvalidInput::TitleTooLong(301))
+        );
         assert!(check_text("body", &"x".repeat(MAX_TEXT_BYTES)).is_ok());
         assert!(check_text("body", &"x".repeat(MAX_TEXT_BYTES + 1)).is_err());
         assert_eq!(required_text("note", " hi ").unwrap(), "hi");

@@ -64,7 +64,7 @@ vocabulary!(
     /// One of the two partners of a space. The partner who created the space sits in
     /// seat `a`; the partner who joins sits in seat `b`. Seats, not names, are what
     /// the document stores, so a rename never rewrites history.
-    Seat, "partner", { 
+    Seat, "partner", {
         /// The partner who created the space.
         A => "a",
         /// The partner who joined it.
@@ -346,7 +346,9 @@ mod tests {
             Week::containing(jiff::civil::date(2027, 1, 1)).to_string(),
             "2026-W53"
         );
-        for bad in ["2026-W54", "2025-W53", "2026-48", "26-W01", "2026-W", "", "2026-W0"] {
+        for bad in [
+            "2026-W54", "2025-W53", "2026-48", "26-W01", "2026-W", "", "2026-W0",
+        ] {
             assert!(bad.parse::<Week>().is_err(), "{bad} parsed");
         }
     }

@@ -73,7 +73,9 @@ impl Store {
     ) -> Result<T, E> {
         // `rusqlite::Transaction` borrows the connection while catching up needs
         // `&mut self`, so the transaction is driven with plain statements.
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| self.err(e))?;
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.err(e))?;
         let outcome = self.write_locked(f);
         match outcome {
             Ok(value) => match self.conn.execute_batch("COMMIT") {
@@ -216,10 +218,14 @@ impl Store {
     }
 
     fn maybe_compact(&mut self) -> Result<(), StoreError> {
-        let Some(c) = self.cache.as_ref() else { return Ok(()) };
+        let Some(c) = self.cache.as_ref() else {
+            return Ok(());
+        };
         let last_snapshot: i64 = self
             .conn
-            .query_row("SELECT COALESCE(MAX(upto_seq), 0) FROM snapshots", [], |r| r.get(0))
+            .query_row("SELECT COALESCE(MAX(upto_seq), 0) FROM snapshots", [], |r| {
+                r.get(0)
+            })
             .map_err(|e| self.err(e))?;
         if c.seq - last_snapshot >= COMPACT_EVERY {
             self.write_snapshot()?;
@@ -230,7 +236,9 @@ impl Store {
     /// Writes a snapshot of the cached document and drops older ones. Runs inside
     /// the caller's write transaction.
     fn write_snapshot(&self) -> Result<(), StoreError> {
-        let Some(c) = self.cache.as_ref() else { return Ok(()) };
+        let Some(c) = self.cache.as_ref() else {
+            return Ok(());
+        };
         let bytes = c.doc.save();
         self.conn
             .execute(
@@ -246,7 +254,9 @@ impl Store {
 
     /// Compacts now: writes a snapshot of the current document.
     pub fn compact(&mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| self.err(e))?;
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.err(e))?;
         let result = self.catch_up().and_then(|()| self.write_snapshot());
         match result {
             Ok(()) => self.conn.execute_batch("COMMIT").map_err(|e| self.err(e)),

@@ -58,7 +58,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -84,7 +86,10 @@ impl Store {
         init: impl FnOnce(&mut Automerge) -> Result<(), E>,
     ) -> Result<Store, E> {
         let path = dir.join(DB_FILE);
-        let io = |source| StoreError::Io { path: dir.to_path_buf(), source };
+        let io = |source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
         if !dir.exists() {
             fs::create_dir_all(dir).map_err(io)?;
             // A folder we make holds only duet's files: keep it owner-only.
@@ -101,7 +106,13 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(StoreError::AlreadyExists(dir.to_path_buf()).into());
             }
-            Err(e) => return Err(StoreError::Io { path: path.clone(), source: e }.into()),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: path.clone(),
+                    source: e,
+                }
+                .into());
+            }
         }
         let result = Store::create_in(&path, new, init);
         if result.is_err() {
@@ -214,7 +225,8 @@ impl Store {
             .map_err(|e| self.err(e))?;
         let (secret, public) = row.ok_or_else(|| self.damaged("it has no device key"))?;
         let secret = zeroize::Zeroizing::new(secret);
-        let key = DeviceSecret::from_slice(&secret).ok_or_else(|| self.damaged("the device key is malformed"))?;
+        let key =
+            DeviceSecret::from_slice(&secret).ok_or_else(|| self.damaged("the device key is malformed"))?;
         if key.device_id().as_bytes().as_slice() != public.as_slice() {
             return Err(self.damaged("the device key does not match its public half"));
         }

@@ -2,8 +2,8 @@
 //! live only in this device's store; nothing here is ever written into the shared
 //! document or sent to another device.
 
-use rusqlite::{OptionalExtension, params};
 use crate::{Store, StoreError};
+use rusqlite::{OptionalExtension, params};
 
 /// A journal entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,5 @@
 //! The store against real files: persistence, parallel writers, damage.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 
@@ -16,10 +17,12 @@ fn create(dir: &Path, key: u8) -> Store {
         now_ms: 0,
     };
     Store::create(dir, &new, |doc: &mut Automerge| {
-        doc.transact(|tx| tx.put(ROOT, "n", 0i64)).map(|_| ()).map_err(|f| StoreError::Damaged {
-            path: dir.into(),
-            detail: f.error.to_string(),
-        })
+        doc.transact(|tx| tx.put(ROOT, "n", 0i64))
+            .map(|_| ())
+            .map_err(|f| StoreError::Damaged {
+                path: dir.into(),
+                detail: f.error.to_string(),
+            })
     })
     .unwrap()
 }
@@ -27,8 +30,14 @@ fn create(dir: &Path, key: u8) -> Store {
 fn bump(store: &mut Store) {
     store
         .write(|doc| {
-            let n = doc.get(ROOT, "n").unwrap().and_then(|(v, _)| v.as_i64()).unwrap_or(0);
-            doc.transact(|tx| tx.put(ROOT, "n", n + 1)).map(|_| ()).map_err(|_| StoreError::Busy("x".into()))
+            let n = doc
+                .get(ROOT, "n")
+                .unwrap()
+                .and_then(|(v, _)| v.as_i64())
+                .unwrap_or(0);
+            doc.transact(|tx| tx.put(ROOT, "n", n + 1))
+                .map(|_| ())
+                .map_err(|_| StoreError::Busy("x".into()))
         })
         .unwrap();
 }
@@ -49,17 +58,32 @@ fn writes_persist_and_the_key_file_is_private() {
     let mut s = Store::open(&home).unwrap();
     assert_eq!(n(&mut s), 1);
     assert_eq!(s.meta_get("seat").unwrap().as_deref(), Some("a"));
-    assert_eq!(s.device_id().unwrap(), DeviceSecret::from_bytes(&[1; 32]).device_id());
+    assert_eq!(
+        s.device_id().unwrap(),
+        DeviceSecret::from_bytes(&[1; 32]).device_id()
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(home.join(DB_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(home.join(DB_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "database must be owner-only, got {mode:o}");
         let mode = std::fs::metadata(&home).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "home must be owner-only, got {mode:o}");
     }
     assert!(matches!(
-        Store::create(&home, &NewStore { device: &DeviceSecret::from_bytes(&[2; 32]), device_name: "x", meta: &[], now_ms: 0 }, |_| Ok::<_, StoreError>(())),
+        Store::create(
+            &home,
+            &NewStore {
+                device: &DeviceSecret::from_bytes(&[2; 32]),
+                device_name: "x",
+                meta: &[],
+                now_ms: 0
+            },
+            |_| Ok::<_, StoreError>(())
+        ),
         Err(StoreError::AlreadyExists(_))
     ));
 }
@@ -70,7 +94,8 @@ fn a_failed_edit_writes_nothing() {
     let mut s = create(dir.path(), 1);
     let before = s.stats().unwrap().changes;
     let r: Result<(), StoreError> = s.write(|doc| {
-        doc.transact(|tx| tx.put(ROOT, "n", 99i64)).map_err(|_| StoreError::Busy("x".into()))?;
+        doc.transact(|tx| tx.put(ROOT, "n", 99i64))
+            .map_err(|_| StoreError::Busy("x".into()))?;
         Err(StoreError::Busy("refused".into()))
     });
     assert!(r.is_err());
@@ -112,7 +137,8 @@ fn compaction_and_a_damaged_snapshot_rebuild_from_the_log() {
     assert!(stats.since_snapshot < COMPACT_EVERY);
     drop(s);
     let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
-    conn.execute("UPDATE snapshots SET bytes = x'00112233'", []).unwrap();
+    conn.execute("UPDATE snapshots SET bytes = x'00112233'", [])
+        .unwrap();
     drop(conn);
     let mut s = Store::open(dir.path()).unwrap();
     assert_eq!(n(&mut s), COMPACT_EVERY + 5);
@@ -125,7 +151,8 @@ fn damage_is_reported_with_the_file_name() {
     bump(&mut s);
     drop(s);
     let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
-    conn.execute("UPDATE changes SET bytes = x'00112233' WHERE seq = 2", []).unwrap();
+    conn.execute("UPDATE changes SET bytes = x'00112233' WHERE seq = 2", [])
+        .unwrap();
     drop(conn);
     let mut s = Store::open(dir.path()).unwrap();
     let err = s.read(|_| ()).unwrap_err();
@@ -148,7 +175,10 @@ fn a_newer_store_is_refused() {
     let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
-    assert!(matches!(Store::open(dir.path()), Err(StoreError::NewerStore { found: 99, .. })));
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::NewerStore { found: 99, .. })
+    ));
 }
 
 #[test]
@@ -158,7 +188,10 @@ fn private_data_stays_in_its_tables() {
     s.journal_add("dear diary", 5).unwrap();
     s.private_set("review_date", Some("2027-01-01")).unwrap();
     assert_eq!(s.journal().unwrap()[0].text, "dear diary");
-    assert_eq!(s.private_get("review_date").unwrap().as_deref(), Some("2027-01-01"));
+    assert_eq!(
+        s.private_get("review_date").unwrap().as_deref(),
+        Some("2027-01-01")
+    );
     s.private_set("review_date", None).unwrap();
     assert_eq!(s.private_get("review_date").unwrap(), None);
     let saved = s.read(|d| d.save()).unwrap();
