@@ -81,16 +81,6 @@ pub fn issues(list: &[Issue]) -> String {
     finish(t)
 }
 
-fn owner_name(owner: duet::model::Owner, people: &[Person]) -> String {
-    match owner {
-        duet::model::Owner::Both => "both".into(),
-        duet::model::Owner::One(seat) => people
-            .iter()
-            .find(|p| p.seat == Some(seat))
-            .map_or_else(|| seat.to_string(), |p| p.name.clone()),
-    }
-}
-
 /// `duet issue show`
 pub fn issue(i: &Issue, me: Seat, people: &[Person]) -> String {
     let mut s = String::new();
@@ -167,7 +157,7 @@ fn steps_table(list: &[Step], people: &[Person], me: Option<Seat>) -> String {
         }
         t.add_row(vec![
             st.id.short().to_string(),
-            owner_name(st.owner, people),
+            duet::model::space::owner_name(st.owner, people),
             st.due.clone().unwrap_or_default(),
             accepted,
             state,

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 
 use duet_model::{
-    Agreement, CheckIn, DeviceRecord, InvalidInput, Issue, IssueFilter, Moment, Owner, Person, Seat,
-    agreements, checkins, issues, space,
+    Agreement, CheckIn, DeviceRecord, InvalidInput, Issue, IssueFilter, Moment, Person, Seat, agreements,
+    checkins, issues, space,
 };
 use duet_store::JournalEntry;
 use serde::Serialize;
@@ -166,14 +166,7 @@ pub fn markdown(x: &Export) -> String {
             let _ = writeln!(s, "\nSteps:\n");
             for st in &i.steps {
                 let mark = if st.done { "x" } else { " " };
-                let owner = match st.owner {
-                    Owner::Both => "both".to_string(),
-                    Owner::One(seat) => x
-                        .people
-                        .iter()
-                        .find(|p| p.seat == Some(seat))
-                        .map_or_else(|| seat.to_string(), |p| p.name.clone()),
-                };
+                let owner = space::owner_name(st.owner, &x.people);
                 let mut line = format!("- [{mark}] {} (owner: {owner}", st.text);
                 if let Some(d) = &st.due {
                     let _ = write!(line, ", due {d}");

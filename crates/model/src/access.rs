@@ -7,6 +7,8 @@
 //! merge their contents instead of silently showing only the winner.
 
 use automerge::ObjId;
+
+use crate::ids::ItemId;
 use automerge::{ActorId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 
 /// A scalar value and the actor whose operation set it.
@@ -132,4 +134,23 @@ pub(crate) fn keys(doc: &impl ReadDoc, map: &ObjId) -> Vec<String> {
 /// A top-level collection (all of its objects, see [`objects`]).
 pub(crate) fn collection(doc: &impl ReadDoc, name: &str) -> Vec<ObjId> {
     objects(doc, &ROOT, name, ObjType::Map)
+}
+
+/// The item `id` of a top-level collection of items keyed by id.
+pub(crate) fn item(doc: &impl ReadDoc, collection_name: &str, id: &ItemId) -> Option<ObjId> {
+    collection(doc, collection_name)
+        .iter()
+        .find_map(|c| object(doc, c, id.as_str(), ObjType::Map))
+}
+
+/// Every item id of a top-level collection, sorted.
+pub(crate) fn item_ids(doc: &impl ReadDoc, collection_name: &str) -> Vec<ItemId> {
+    let mut ids: Vec<ItemId> = collection(doc, collection_name)
+        .iter()
+        .flat_map(|c| keys(doc, c))
+        .filter_map(|k| ItemId::from_stored(&k))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }

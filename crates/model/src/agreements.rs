@@ -51,20 +51,21 @@ pub struct Acceptance {
 }
 
 fn agreement_obj(doc: &impl ReadDoc, id: &ItemId) -> Option<ObjId> {
-    access::collection(doc, "agreements")
-        .iter()
-        .find_map(|c| access::object(doc, c, id.as_str(), ObjType::Map))
+    access::item(doc, "agreements", id)
 }
 
 fn agreement_ids(doc: &impl ReadDoc) -> Vec<ItemId> {
-    let mut ids: Vec<ItemId> = access::collection(doc, "agreements")
-        .iter()
-        .flat_map(|c| access::keys(doc, c))
-        .filter_map(|k| ItemId::from_stored(&k))
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
+    access::item_ids(doc, "agreements")
+}
+
+/// The agreement's current state and its map object, for an edit.
+fn target(doc: &impl ReadDoc, id: &ItemId) -> Result<(Agreement, ObjId), ModelError> {
+    agreement(doc, id)
+        .zip(agreement_obj(doc, id))
+        .ok_or_else(|| ModelError::NotFound {
+            what: "agreement",
+            prefix: id.to_string(),
+        })
 }
 
 /// Finds the agreement whose id starts with `prefix`.
@@ -154,12 +155,7 @@ impl Editor<'_> {
     /// Accepts the current version of an agreement.
     pub fn accept_agreement(&mut self, id: &ItemId) -> Result<u64, ModelError> {
         self.change(format!("accept agreement {}", id.short()), |tx, seat, _| {
-            let current = agreement(&*tx, id).ok_or_else(|| ModelError::NotFound {
-                what: "agreement",
-                prefix: id.to_string(),
-            })?;
-            let obj =
-                agreement_obj(&*tx, id).ok_or_else(|| ModelError::Refused("agreement vanished".into()))?;
+            let (current, obj) = target(&*tx, id)?;
             let accepted = map_in(tx, &obj, "accepted")?;
             tx.put(&accepted, seat.as_str(), ScalarValue::Int(current.version as i64))?;
             Ok(current.version)
@@ -170,12 +166,7 @@ impl Editor<'_> {
     pub fn edit_agreement(&mut self, id: &ItemId, text: &str) -> Result<u64, ModelError> {
         let text = required_text("agreement", text)?;
         self.change(format!("edit agreement {}", id.short()), |tx, seat, _| {
-            let current = agreement(&*tx, id).ok_or_else(|| ModelError::NotFound {
-                what: "agreement",
-                prefix: id.to_string(),
-            })?;
-            let obj =
-                agreement_obj(&*tx, id).ok_or_else(|| ModelError::Refused("agreement vanished".into()))?;
+            let (current, obj) = target(&*tx, id)?;
             let version = current.version + 1;
             tx.put(&obj, "text", text)?;
             tx.put(&obj, "version", ScalarValue::Int(version as i64))?;

@@ -162,21 +162,11 @@ pub struct IssueFilter {
 
 /// The map object of issue `id`, if it exists.
 fn issue_obj(doc: &impl ReadDoc, id: &ItemId) -> Option<ObjId> {
-    access::collection(doc, "issues")
-        .iter()
-        .find_map(|c| access::object(doc, c, id.as_str(), ObjType::Map))
+    access::item(doc, "issues", id)
 }
 
-/// Every issue id in the document.
 fn issue_ids(doc: &impl ReadDoc) -> Vec<ItemId> {
-    let mut ids: Vec<ItemId> = access::collection(doc, "issues")
-        .iter()
-        .flat_map(|c| access::keys(doc, c))
-        .filter_map(|k| ItemId::from_stored(&k))
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
+    access::item_ids(doc, "issues")
 }
 
 /// Finds the issue whose id starts with `prefix`.

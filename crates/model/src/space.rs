@@ -10,7 +10,7 @@ use crate::access;
 use crate::error::{InvalidInput, ModelError};
 use crate::identity::DeviceId;
 use crate::text::check_text;
-use crate::vocab::Seat;
+use crate::vocab::{Owner, Seat};
 
 /// The schema version this build writes. A document with a higher one is refused;
 /// a lower one is migrated on open.
@@ -102,6 +102,17 @@ pub fn person(doc: &impl ReadDoc, seat: Seat) -> Person {
             Seat::A => "partner a".to_string(),
             Seat::B => "partner b".to_string(),
         }),
+    }
+}
+
+/// A step owner's name among `people` ("both", or the partner's name).
+pub fn owner_name(owner: Owner, people: &[Person]) -> String {
+    match owner {
+        Owner::Both => "both".to_string(),
+        Owner::One(seat) => people
+            .iter()
+            .find(|p| p.seat == Some(seat))
+            .map_or_else(|| seat.to_string(), |p| p.name.clone()),
     }
 }
 
