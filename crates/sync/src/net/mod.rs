@@ -1,0 +1,1 @@
+//! The network driver: QUIC (quinn, rustls) on tokio, feeding the protocol core.
