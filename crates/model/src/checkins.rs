@@ -8,7 +8,9 @@
 //! Both partners (or one partner's two devices) may start this week's check-in
 //! offline, so the week's map, or a seat's map in it, can be created twice
 //! concurrently. Automerge keeps both as a conflict; reads here merge all of them,
-//! so nothing either device wrote is hidden, and writes go to the winning object.
+//! so nothing either device wrote is hidden. List entries are written to the
+//! winning object; a single value (`request`, `rating`) is written into every copy
+//! of the partner's part, so that it replaces what each held.
 
 use automerge::transaction::Transactable;
 use automerge::{ObjId, ObjType, ROOT, ReadDoc, ScalarValue};
@@ -92,21 +94,10 @@ pub fn weeks(doc: &impl ReadDoc) -> Vec<Week> {
 
 /// The check-in of `week` (empty parts if nobody has started it).
 pub fn checkin(doc: &impl ReadDoc, week: Week) -> CheckIn {
-    let key = week.to_string();
-    let week_objs: Vec<ObjId> = access::collection(doc, "checkins")
-        .iter()
-        .flat_map(|c| access::objects(doc, c, &key, ObjType::Map))
-        .collect();
     let mut conflicts = Vec::new();
     let partners: Vec<PartnerCheckIn> = Seat::ALL
         .iter()
-        .map(|&seat| {
-            let parts: Vec<ObjId> = week_objs
-                .iter()
-                .flat_map(|w| access::objects(doc, w, seat.as_str(), ObjType::Map))
-                .collect();
-            read_part(doc, seat, &parts, &mut conflicts)
-        })
+        .map(|&seat| read_part(doc, seat, &parts(doc, week, seat), &mut conflicts))
         .collect();
     let total_minutes = partners
         .iter()
@@ -212,6 +203,16 @@ pub fn parse_minutes(s: &str) -> Result<u32, InvalidInput> {
     }
 }
 
+/// Every copy of `seat`'s part of `week` (see the module docs), the winner first.
+fn parts(doc: &impl ReadDoc, week: Week, seat: Seat) -> Vec<ObjId> {
+    let key = week.to_string();
+    access::collection(doc, "checkins")
+        .iter()
+        .flat_map(|c| access::objects(doc, c, &key, ObjType::Map))
+        .flat_map(|w| access::objects(doc, &w, seat.as_str(), ObjType::Map))
+        .collect()
+}
+
 /// This partner's part of `week`, created if absent (see the module docs).
 fn my_part(
     tx: &mut automerge::transaction::Transaction<'_>,
@@ -300,8 +301,19 @@ impl Editor<'_> {
                     let (l, at) = append(tx, &part, "agenda")?;
                     tx.insert(&l, at, id.as_str())?;
                 }
-                CheckInEntry::Request(t) => tx.put(&part, "request", t.trim())?,
-                CheckInEntry::Rating(r) => tx.put(&part, "rating", ScalarValue::Int(r.get() as i64))?,
+                // A single value is written into every copy of this partner's
+                // part, so that it replaces what each copy held: reads gather all
+                // copies, and a value left in one would still show.
+                CheckInEntry::Request(t) => {
+                    for p in parts(&*tx, week, seat) {
+                        tx.put(&p, "request", t.trim())?;
+                    }
+                }
+                CheckInEntry::Rating(r) => {
+                    for p in parts(&*tx, week, seat) {
+                        tx.put(&p, "rating", ScalarValue::Int(r.get() as i64))?;
+                    }
+                }
                 CheckInEntry::Time(kind, minutes) => {
                     let (l, at) = append(tx, &part, "time")?;
                     let e = tx.insert_object(&l, at, ObjType::Map)?;
