@@ -1,1 +1,18 @@
 //! Black-box tests: run the real `duet` binary against temporary homes.
+//!
+//! Every test gets its own home in a temporary folder (see [`util::TestHome`]);
+//! nothing reads or writes the user's real data.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod agreements;
+mod checkins;
+mod concurrency;
+mod errors;
+mod export;
+mod init;
+mod issues;
+mod log;
+mod private;
+mod steps;
+mod util;

@@ -248,6 +248,7 @@ pub enum CheckinCmd {
     /// Rate the week, 1 to 10
     Rate {
         /// The rating
+        #[arg(allow_negative_numbers = true)]
         rating: String,
         #[command(flatten)]
         week: WeekArg,
@@ -257,6 +258,7 @@ pub enum CheckinCmd {
         /// parting, reunion, appreciation, affection, date or meeting
         kind: String,
         /// Minutes
+        #[arg(allow_negative_numbers = true)]
         minutes: String,
         #[command(flatten)]
         week: WeekArg,

@@ -150,9 +150,11 @@ pub fn run(cli: Cli) -> Result<()> {
 /// write never leaves half an export.
 fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("duet-tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .with_context(|| format!("cannot write {}", path.display()))
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn issue(home: &mut Home, json: bool, cmd: IssueCmd) -> Result<()> {

@@ -14,6 +14,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
+/// The longest partner or device name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+
 /// Options for [`Home::init`].
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -161,11 +164,11 @@ impl Home {
 
     /// Creates a new space and home in `dir`, with a fresh device key.
     pub fn init(dir: &Path, opts: &InitOptions) -> Result<Home> {
-        let name = duet_model::required_text("name", &opts.name)?.to_string();
-        if name.chars().count() > 100 {
-            return Err(ModelError::Refused("name is too long (at most 100 characters)".into()).into());
-        }
-        let device_name = opts.device_name.clone().unwrap_or_else(default_device_name);
+        let name = duet_model::short_text("name", &opts.name, MAX_NAME_CHARS)?.to_string();
+        let device_name = match &opts.device_name {
+            Some(n) => duet_model::short_text("device name", n, MAX_NAME_CHARS)?.to_string(),
+            None => default_device_name(),
+        };
         let secret = DeviceSecret::from_bytes(&random::<32>()?);
         let device = secret.device_id();
         let space_id = hex_string(&random::<16>()?);
@@ -577,6 +580,6 @@ fn default_device_name() -> String {
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty() && h.len() <= 64)
+        .filter(|h| !h.is_empty() && h.chars().count() <= MAX_NAME_CHARS)
         .unwrap_or_else(|| "this device".to_string())
 }

@@ -47,6 +47,16 @@ pub enum InvalidInput {
         /// Its length in bytes.
         len: usize,
     },
+    /// A short text (a tag, a name) over its limit in characters.
+    #[error("{what} is {len} characters long; the limit is {limit} characters")]
+    TooManyChars {
+        /// Which text.
+        what: &'static str,
+        /// Its length in characters.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// An identifier that is not made of hex digits.
     #[error("invalid id '{0}' (ids are hex digits, such as 3fa9)")]
     Id(String),

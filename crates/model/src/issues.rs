@@ -16,7 +16,7 @@ use crate::conflict::{Conflict, Moment, scalar_conflict};
 use crate::error::{InvalidInput, ModelError};
 use crate::ids::{ItemId, resolve_prefix};
 use crate::space::{Editor, Person, map_in, person};
-use crate::text::{check_text, check_title, required_text};
+use crate::text::{check_text, check_title, required_text, short_text};
 use crate::vocab::{IssueKind, IssueStatus, Outcome, Owner, Seat, parse_date};
 use automerge::ROOT;
 
@@ -334,15 +334,11 @@ fn read_notes(doc: &impl ReadDoc, list: &ObjId) -> Vec<Note> {
         .collect()
 }
 
+/// The longest tag, in characters.
+pub const MAX_TAG_CHARS: usize = 64;
+
 fn check_tag(tag: &str) -> Result<String, InvalidInput> {
-    let t = required_text("tag", tag)?;
-    if t.chars().count() > 64 {
-        return Err(InvalidInput::TextTooLong {
-            what: "tag",
-            len: t.len(),
-        });
-    }
-    Ok(t.to_lowercase())
+    Ok(short_text("tag", tag, MAX_TAG_CHARS)?.to_lowercase())
 }
 
 fn missing_issue(id: &ItemId) -> ModelError {
@@ -451,6 +447,10 @@ impl Editor<'_> {
         self.change(format!("tag issue {}", id.short()), |tx, _, _| {
             let obj = issue_obj(&*tx, id).ok_or_else(|| missing_issue(id))?;
             let tags = map_in(tx, &obj, "tags")?;
+            let present = access::keys(&*tx, &tags);
+            if !present.contains(&tag) && present.len() >= MAX_TAGS {
+                return Err(ModelError::Refused(format!("at most {MAX_TAGS} tags per issue")));
+            }
             tx.put(&tags, tag.as_str(), true)?;
             Ok(())
         })
@@ -527,9 +527,17 @@ impl Editor<'_> {
         })
     }
 
-    /// Records that this partner accepts a step.
+    /// Records that this partner accepts a step they own (alone or with their
+    /// partner).
     pub fn accept_step(&mut self, step: &(ItemId, ItemId)) -> Result<(), ModelError> {
         self.with_step(step, "accept", |tx, obj, seat, _| {
+            let owner = access::string(&*tx, obj, "owner").and_then(|s| Owner::parse_stored(&s));
+            if owner.is_some_and(|o| !o.includes(seat)) {
+                return Err(ModelError::Refused(format!(
+                    "step {} is your partner's to accept: only a step's owner accepts it",
+                    step.1.short()
+                )));
+            }
             let accepted = map_in(tx, obj, "accepted_by")?;
             tx.put(&accepted, seat.as_str(), true)?;
             Ok(())

@@ -56,7 +56,7 @@ pub use identity::{DeviceId, DeviceSecret};
 pub use ids::{ItemId, SHORT_ID_LEN};
 pub use issues::{Issue, IssueEdit, IssueFilter, NewIssue, Note, SoftStartup, Step};
 pub use space::{DeviceRecord, Editor, Founder, Person, SCHEMA_VERSION, SchemaCheck};
-pub use text::{check_text, check_title, required_text};
+pub use text::{check_text, check_title, required_text, short_text};
 pub use vocab::{AgreementKind, IssueKind, IssueStatus, Outcome, Owner, Rating, Seat, TimeKind, Week};
 
 pub use automerge;

@@ -23,6 +23,17 @@ pub fn required_text<'t>(what: &'static str, text: &'t str) -> Result<&'t str, I
     Ok(t)
 }
 
+/// Checks a short one-line text (a tag, a name): not blank, at most `limit`
+/// characters. Returns it trimmed.
+pub fn short_text<'t>(what: &'static str, text: &'t str, limit: usize) -> Result<&'t str, InvalidInput> {
+    let t = required_text(what, text)?;
+    let len = t.chars().count();
+    if len > limit {
+        return Err(InvalidInput::TooManyChars { what, len, limit });
+    }
+    Ok(t)
+}
+
 /// Checks a title: not blank, at most [`MAX_TITLE_CHARS`] characters, one line.
 pub fn check_title(title: &str) -> Result<String, InvalidInput> {
     let t = required_text("title", title)?;

@@ -378,6 +378,13 @@ impl World {
                 let Some(step) = pick_step(&self.knows[r], i) else {
                     return;
                 };
+                // Only a step's owner accepts it; the model refuses anyone else.
+                let owned = issues::issue(&self.docs[r], &step.0)
+                    .and_then(|issue| issue.steps.into_iter().find(|s| s.id == step.1))
+                    .is_some_and(|s| s.owner.includes(seat));
+                if !owned {
+                    return;
+                }
                 Editor::new(&mut self.docs[r], seat, now)
                     .accept_step(&step)
                     .unwrap();
