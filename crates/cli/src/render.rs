@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use anstyle::{AnsiColor, Style};
 use comfy_table::{Table, presets::NOTHING};
-use duet::model::{Agreement, CheckIn, DeviceId, DeviceRecord, Issue, Moment, Person, Seat, Step};
+use duet::model::{Agreement, CheckIn, DeviceId, Member, Issue, Moment, Person, Seat, Step};
 use duet::store::JournalEntry;
 use duet::{LogLine, Status};
 use serde::Serialize;
@@ -353,7 +353,7 @@ pub fn journal(list: &[JournalJson]) -> String {
 }
 
 /// `duet device list`
-pub fn devices(list: &[DeviceRecord], owners: &[String], me: DeviceId) -> String {
+pub fn devices(list: &[Member], owners: &[String], me: DeviceId) -> String {
     let mut t = table(&["device", "name", "partner", "fingerprint", "added"]);
     for (d, owner) in list.iter().zip(owners) {
         let mut name = d.name.clone();

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 
 use duet_model::{
-    Agreement, CheckIn, DeviceRecord, InvalidInput, Issue, IssueFilter, Moment, Person, Seat, agreements,
+    Agreement, CheckIn, Member, InvalidInput, Issue, IssueFilter, Moment, Person, Seat, agreements,
     checkins, issues, space,
 };
 use duet_store::JournalEntry;
@@ -55,7 +55,7 @@ pub struct Export {
     #[serde(skip)]
     pub people: Vec<Person>,
     /// Their devices.
-    pub devices: Vec<DeviceRecord>,
+    pub devices: Vec<Member>,
     /// Every issue.
     pub issues: Vec<Issue>,
     /// Every check-in, newest first.

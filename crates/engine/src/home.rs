@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use automerge::Automerge;
 use duet_model::{
-    Agreement, AgreementKind, CheckIn, CheckInEntry, DeviceId, DeviceRecord, DeviceSecret, Editor, Founder,
+    Agreement, AgreementKind, CheckIn, CheckInEntry, DeviceId, Member, DeviceSecret, Editor, Founder,
     InvalidInput, Issue, IssueEdit, IssueFilter, IssueStatus, ItemId, ModelError, NewIssue, Outcome, Owner,
     Person, SchemaCheck, Seat, Step, Week, agreements, checkins, issues, space,
 };
@@ -326,7 +326,7 @@ impl Home {
     }
 
     /// The space's devices.
-    pub fn devices(&mut self) -> Result<Vec<DeviceRecord>> {
+    pub fn devices(&mut self) -> Result<Vec<Member>> {
         self.read(space::devices)
     }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::access;
 use crate::error::{InvalidInput, ModelError};
 use crate::identity::DeviceId;
+use crate::members::{Member, Membership};
 use crate::text::check_text;
 use crate::vocab::{Owner, Seat};
 
@@ -26,19 +27,6 @@ pub struct Person {
     pub seat: Option<Seat>,
     /// The name the partner gave, or a placeholder.
     pub name: String,
-}
-
-/// A device of the space, as recorded in the shared document.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeviceRecord {
-    /// The device id (its public key).
-    pub id: DeviceId,
-    /// Whose device it is.
-    pub seat: Seat,
-    /// The name the owner gave it ("laptop").
-    pub name: String,
-    /// When it was added, in milliseconds since the epoch.
-    pub added_at: i64,
 }
 
 /// The first device of a new space and the partner it belongs to.
@@ -116,31 +104,10 @@ pub fn owner_name(owner: Owner, people: &[Person]) -> String {
     }
 }
 
-/// Every device recorded in the space.
-pub fn devices(doc: &impl ReadDoc) -> Vec<DeviceRecord> {
-    let mut out = Vec::new();
-    for coll in access::collection(doc, "devices") {
-        for key in access::keys(doc, &coll) {
-            let Ok(id) = key.parse::<DeviceId>() else { continue };
-            let Some(obj) = access::object(doc, &coll, &key, ObjType::Map) else {
-                continue;
-            };
-            let Some(seat) = access::string(doc, &obj, "seat").and_then(|s| s.parse().ok()) else {
-                continue;
-            };
-            if out.iter().any(|d: &DeviceRecord| d.id == id) {
-                continue;
-            }
-            out.push(DeviceRecord {
-                id,
-                seat,
-                name: access::string(doc, &obj, "name").unwrap_or_default(),
-                added_at: access::int(doc, &obj, "added_at").unwrap_or(0),
-            });
-        }
-    }
-    out.sort_by_key(|d| (d.seat, d.added_at));
-    out
+/// Every member device of the space (see [`crate::members`]), revoked ones
+/// included.
+pub fn devices(doc: &impl ReadDoc) -> Vec<Member> {
+    Membership::of(doc).members().to_vec()
 }
 
 /// The seat of the device that wrote as `actor`.

@@ -1,8 +1,8 @@
 //! The change log and snapshots: loading the document, appending changes, and
 //! compaction.
 
-use automerge::{Automerge, Change, ChangeHash};
-use duet_model::DeviceId;
+use automerge::{Automerge, Change, ChangeHash, ReadDoc};
+use duet_model::{Attestation, DeviceId};
 use rusqlite::{OptionalExtension, params};
 
 use crate::{Store, StoreError};
@@ -24,6 +24,14 @@ impl Cached {
             seq: 0,
         }
     }
+}
+
+/// What a write's closure works on.
+pub struct Write<'a> {
+    /// The document, caught up with the log.
+    pub doc: &'a mut Automerge,
+    /// Verified attestations to store with the changes.
+    pub attestations: Vec<Attestation>,
 }
 
 /// One change of the log, for `duet log`.
@@ -71,6 +79,16 @@ impl Store {
         &mut self,
         f: impl FnOnce(&mut Automerge) -> Result<T, E>,
     ) -> Result<T, E> {
+        self.write_with(|w| f(w.doc))
+    }
+
+    /// Like [`Store::write`], for the sync layer: `f` may also record
+    /// attestations (signatures by other devices over their latest changes),
+    /// which are stored in the same transaction as the changes they vouch for.
+    pub fn write_with<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&mut Write<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         // `rusqlite::Transaction` borrows the connection while catching up needs
         // `&mut self`, so the transaction is driven with plain statements.
         self.conn
@@ -97,15 +115,34 @@ impl Store {
 
     fn write_locked<T, E: From<StoreError>>(
         &mut self,
-        f: impl FnOnce(&mut Automerge) -> Result<T, E>,
+        f: impl FnOnce(&mut Write<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         self.catch_up()?;
         let Some(cached) = self.cache.as_mut() else {
             return Err(self.damaged("the document could not be loaded").into());
         };
         let before = cached.doc.get_heads();
-        let value = f(&mut cached.doc)?;
+        let mut w = Write {
+            doc: &mut cached.doc,
+            attestations: Vec::new(),
+        };
+        let value = f(&mut w)?;
+        let mut attestations = w.attestations;
         let new: Vec<Change> = cached.doc.get_changes(&before);
+        // Sign this device's newest change: one signature vouches for all of the
+        // device's changes before it.
+        let me = self.device.device_id();
+        if let Some(tip) = new
+            .iter()
+            .filter(|c| DeviceId::from_actor(c.actor_id()) == Some(me))
+            .max_by_key(|c| c.seq())
+        {
+            attestations.push(self.device.attest(&tip.hash()));
+        }
+        let seqs: Vec<(Attestation, u64)> = attestations
+            .into_iter()
+            .filter_map(|a| cached.doc.get_change_by_hash(&a.hash).map(|c| (a, c.seq())))
+            .collect();
         let now = now_ms();
         let mut seq = cached.seq;
         {
@@ -134,6 +171,9 @@ impl Store {
         }
         if let Some(c) = self.cache.as_mut() {
             c.seq = seq;
+        }
+        for (a, change_seq) in seqs {
+            self.put_attestation(&a, change_seq)?;
         }
         self.maybe_compact()?;
         Ok(value)

@@ -25,6 +25,7 @@
 
 mod changes;
 mod error;
+mod peers;
 mod private;
 mod schema;
 
@@ -36,8 +37,9 @@ use automerge::Automerge;
 use duet_model::{DeviceId, DeviceSecret};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-pub use changes::{COMPACT_EVERY, LogEntry, Stats};
+pub use changes::{COMPACT_EVERY, LogEntry, Stats, Write};
 pub use error::StoreError;
+pub use peers::Peer;
 pub use private::JournalEntry;
 pub use schema::STORE_VERSION;
 
@@ -51,6 +53,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// This device's key, to sign its own changes as they are stored.
+    device: DeviceSecret,
     /// The document as of change `seq` of the log, kept between operations so a
     /// long-running process only reads what is new.
     cache: Option<changes::Cached>,
@@ -129,7 +133,12 @@ impl Store {
         new: &NewStore<'_>,
         init: impl FnOnce(&mut Automerge) -> Result<(), E>,
     ) -> Result<Store, E> {
-        let mut store = Store::connect(path, true)?;
+        let mut store = Store {
+            conn: connect(path)?,
+            path: path.to_path_buf(),
+            device: DeviceSecret::from_bytes(&new.device.to_bytes()),
+            cache: None,
+        };
         let device = new.device.device_id();
         store
             .conn
@@ -157,45 +166,15 @@ impl Store {
         if !path.is_file() {
             return Err(StoreError::NoHome(dir.to_path_buf()));
         }
-        Store::connect(&path, false)
-    }
-
-    fn connect(path: &Path, new: bool) -> Result<Store, StoreError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::sqlite(path, e))?;
-        let setup = |conn: &mut Connection| -> rusqlite::Result<schema::Migration> {
-            conn.busy_timeout(BUSY_TIMEOUT)?;
-            // Reading the schema is the first access: a file that is not a
-            // database fails here, with a clear error.
-            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))?;
-            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-            if !mode.eq_ignore_ascii_case("wal") {
-                tracing::warn!(%mode, "could not switch the database to WAL mode");
-            }
-            conn.pragma_update(None, "synchronous", "FULL")?;
-            conn.pragma_update(None, "foreign_keys", true)?;
-            schema::migrate(conn)
-        };
-        match setup(&mut conn).map_err(|e| StoreError::sqlite(path, e))? {
-            schema::Migration::Newer(found) => {
-                return Err(StoreError::NewerStore {
-                    path: path.to_path_buf(),
-                    found,
-                    supported: STORE_VERSION,
-                });
-            }
-            schema::Migration::Ready => {}
-        }
-        let store = Store {
+        let conn = connect(&path)?;
+        // A home must have its device key; a database without one is not a home.
+        let device = read_device(&conn, &path)?;
+        Ok(Store {
             conn,
-            path: path.to_path_buf(),
+            path,
+            device,
             cache: None,
-        };
-        if !new {
-            // A home must have its device key; a database without one is not a home.
-            store.device_secret()?;
-        }
-        Ok(store)
+        })
     }
 
     /// The database file.
@@ -216,26 +195,12 @@ impl Store {
 
     /// This device's secret key.
     pub fn device_secret(&self) -> Result<DeviceSecret, StoreError> {
-        let row: Option<(Vec<u8>, Vec<u8>)> = self
-            .conn
-            .query_row("SELECT secret, public FROM device WHERE id = 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(|e| self.err(e))?;
-        let (secret, public) = row.ok_or_else(|| self.damaged("it has no device key"))?;
-        let secret = zeroize::Zeroizing::new(secret);
-        let key =
-            DeviceSecret::from_slice(&secret).ok_or_else(|| self.damaged("the device key is malformed"))?;
-        if key.device_id().as_bytes().as_slice() != public.as_slice() {
-            return Err(self.damaged("the device key does not match its public half"));
-        }
-        Ok(key)
+        read_device(&self.conn, &self.path)
     }
 
     /// This device's id.
     pub fn device_id(&self) -> Result<DeviceId, StoreError> {
-        Ok(self.device_secret()?.device_id())
+        Ok(self.device.device_id())
     }
 
     /// This device's name.
@@ -264,6 +229,57 @@ impl Store {
             .map_err(|e| self.err(e))?;
         Ok(())
     }
+}
+
+/// Opens the database, sets it up, and brings its schema up to date.
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::sqlite(path, e))?;
+    let setup = |conn: &mut Connection| -> rusqlite::Result<schema::Migration> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Reading the schema is the first access: a file that is not a
+        // database fails here, with a clear error.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(%mode, "could not switch the database to WAL mode");
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        schema::migrate(conn)
+    };
+    match setup(&mut conn).map_err(|e| StoreError::sqlite(path, e))? {
+        schema::Migration::Newer(found) => {
+            return Err(StoreError::NewerStore {
+                path: path.to_path_buf(),
+                found,
+                supported: STORE_VERSION,
+            });
+        }
+        schema::Migration::Ready => {}
+    }
+    Ok(conn)
+}
+
+/// Reads and checks the device key.
+fn read_device(conn: &Connection, path: &Path) -> Result<DeviceSecret, StoreError> {
+    let damaged = |detail: &str| StoreError::Damaged {
+        path: path.to_path_buf(),
+        detail: detail.to_string(),
+    };
+    let row: Option<(Vec<u8>, Vec<u8>)> = conn
+        .query_row("SELECT secret, public FROM device WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(|e| StoreError::sqlite(path, e))?;
+    let (secret, public) = row.ok_or_else(|| damaged("it has no device key"))?;
+    let secret = zeroize::Zeroizing::new(secret);
+    let key = DeviceSecret::from_slice(&secret).ok_or_else(|| damaged("the device key is malformed"))?;
+    if key.device_id().as_bytes().as_slice() != public.as_slice() {
+        return Err(damaged("the device key does not match its public half"));
+    }
+    Ok(key)
 }
 
 #[cfg(unix)]

@@ -6,7 +6,7 @@
 use rusqlite::Connection;
 
 /// The store version this build writes.
-pub const STORE_VERSION: i64 = 1;
+pub const STORE_VERSION: i64 = 2;
 
 /// Migrations: entry `i` takes the store from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -54,6 +54,26 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE private (
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
+    ) STRICT;
+    ",
+    // 1 -> 2: sync. The newest attestation (signature over its latest change) of
+    // every device, the automerge sync state per peer, and peers' addresses.
+    "
+    CREATE TABLE attestations (
+        device    BLOB PRIMARY KEY,
+        hash      BLOB NOT NULL,
+        seq       INTEGER NOT NULL,
+        signature BLOB NOT NULL
+    ) STRICT;
+
+    CREATE TABLE sync_states (
+        device BLOB PRIMARY KEY,
+        state  BLOB NOT NULL
+    ) STRICT;
+
+    CREATE TABLE peers (
+        device  BLOB PRIMARY KEY,
+        address TEXT NOT NULL
     ) STRICT;
     ",
 ];

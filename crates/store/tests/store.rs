@@ -198,3 +198,24 @@ fn private_data_stays_in_its_tables() {
     assert!(!saved.windows(10).any(|w| w == b"dear diary"));
     assert_eq!(s.log(None).unwrap().len(), 1);
 }
+
+#[test]
+fn every_write_signs_the_devices_newest_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = create(dir.path(), 1);
+    bump(&mut s);
+    bump(&mut s);
+    let atts = s.attestations().unwrap();
+    assert_eq!(atts.len(), 1);
+    let a = atts[0];
+    assert!(a.verify());
+    assert_eq!(a.device, DeviceSecret::from_bytes(&[1; 32]).device_id());
+    let heads = s.read(|d| d.get_heads()).unwrap();
+    assert_eq!(vec![a.hash], heads, "the attestation names the newest change");
+    let peer = DeviceSecret::from_bytes(&[2; 32]).device_id();
+    assert_eq!(s.sync_state(&peer).unwrap(), None);
+    s.set_sync_state(&peer, b"state").unwrap();
+    assert_eq!(s.sync_state(&peer).unwrap().as_deref(), Some(&b"state"[..]));
+    s.set_peer_address(&peer, "127.0.0.1:7000").unwrap();
+    assert_eq!(s.peers().unwrap()[0].address, "127.0.0.1:7000");
+}
