@@ -2,3 +2,8 @@
 //! and time go in; bytes and actions come out.
 
 pub mod frame;
+pub mod pairing;
+pub mod session;
+pub mod verify;
+pub mod wire;
+mod words;

@@ -1,0 +1,358 @@
+//! The per-peer sync session: a deterministic state machine with no I/O.
+//!
+//! The driver owns the connection and the store. It feeds the session the frames
+//! it reads ([`Session::handle`]) together with the document (inside a store
+//! write, so that what a frame applies is stored atomically, or not at all if the
+//! session refuses it), asks it for bytes to send ([`Session::poll_transmit`]),
+//! and tells it the time ([`Session::handle_timeout`]).
+//!
+//! ```text
+//!  A                                    B
+//!  Hello ─────────────────────────────▶
+//!        ◀───────────────────────────── Hello
+//!  Sync (automerge sync message,
+//!        attestations) ───────────────▶ verify, apply
+//!        ◀───────────────────────────── Sync
+//!  ...  until both hold the same heads
+//!  Bye ───────────────────────────────▶ (the side that dialled closes)
+//! ```
+//!
+//! Any refusal (a bad frame, a forged or unsigned change, a change by a revoked
+//! device, a different space) ends the session: the session queues a Failure
+//! frame telling the peer why, and the driver closes the connection.
+
+use std::collections::{HashMap, VecDeque};
+
+use automerge::sync::{self, SyncDoc};
+use automerge::{Automerge, Change, ChangeHash};
+use duet_model::{Attestation, DeviceId, Membership};
+
+use super::frame::Frame;
+use super::verify::{self, VerifyError};
+use super::wire::{self, Failure, Hello, Message, SyncMessage, WireError};
+
+/// How long a session may go without hearing from its peer.
+pub const IDLE_TIMEOUT_MS: u64 = 30_000;
+
+/// Why a session ended badly.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SyncError {
+    /// The peer sent something that is not a valid message.
+    #[error("the other device sent an invalid message: {0}")]
+    Wire(#[from] WireError),
+    /// The peer's changes were refused; nothing from that message was applied.
+    #[error("refused the other device's changes, nothing from them was applied: {0}")]
+    Refused(#[from] VerifyError),
+    /// No common protocol version.
+    #[error("the other device speaks sync protocol {theirs_min}..={theirs_max}, this one {MIN}..={MAX}: update duet on the older device", MIN = wire::MIN_PROTOCOL, MAX = wire::PROTOCOL)]
+    Version {
+        /// Their oldest.
+        theirs_min: u16,
+        /// Their newest.
+        theirs_max: u16,
+    },
+    /// The peer keeps another space.
+    #[error("the other device keeps a different space")]
+    OtherSpace,
+    /// The peer is not an active member of the space.
+    #[error("device {0} is not a member of this space (or was revoked)")]
+    NotAMember(String),
+    /// A message arrived out of order.
+    #[error("the other device broke the protocol: {0}")]
+    Protocol(&'static str),
+    /// The peer ended the session with a reason.
+    #[error("the other device ended the sync: {0}")]
+    PeerFailed(String),
+    /// Automerge refused the message.
+    #[error("the other device's sync message does not apply: {0}")]
+    Automerge(String),
+    /// The peer went quiet.
+    #[error("the other device stopped responding")]
+    Timeout,
+}
+
+/// What happened, for the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Changes were applied; store these verified attestations with them.
+    Applied {
+        /// How many changes.
+        changes: usize,
+        /// Attestations to keep (their changes are now in the document).
+        attestations: Vec<Attestation>,
+    },
+    /// The peer said goodbye after both held the same heads.
+    PeerDone,
+}
+
+/// Counts for "what moved".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Changes received and applied.
+    pub changes_in: usize,
+    /// Sync messages sent.
+    pub messages_out: usize,
+    /// Sync messages received.
+    pub messages_in: usize,
+    /// Bytes sent (frames).
+    pub bytes_out: usize,
+    /// Bytes received (frames).
+    pub bytes_in: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitHello,
+    Syncing,
+    Closed,
+}
+
+/// One sync session with one peer device.
+pub struct Session {
+    peer: DeviceId,
+    space_id: String,
+    joining: bool,
+    phase: Phase,
+    state: sync::State,
+    /// Attestations verified this session (their changes may still be on the way).
+    verified: Vec<Attestation>,
+    /// Changes received but not applied yet (waiting for dependencies).
+    seen: HashMap<ChangeHash, Change>,
+    outbox: VecDeque<Vec<u8>>,
+    last_heard: u64,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("peer", &self.peer)
+            .field("phase", &self.phase)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A session with `peer` (as authenticated by the transport) for space
+    /// `space_id`, resuming from a saved sync state if there is one. Queues Hello.
+    pub fn new(peer: DeviceId, space_id: &str, saved: Option<&[u8]>, now: u64) -> Session {
+        let state = saved
+            .and_then(|b| sync::State::decode(b).ok())
+            .unwrap_or_default();
+        let mut s = Session {
+            peer,
+            space_id: space_id.to_string(),
+            joining: false,
+            phase: Phase::AwaitHello,
+            state,
+            verified: Vec::new(),
+            seen: HashMap::new(),
+            outbox: VecDeque::new(),
+            last_heard: now,
+            stats: Stats::default(),
+        };
+        s.send(&Message::Hello(Hello {
+            min_protocol: wire::MIN_PROTOCOL,
+            max_protocol: wire::PROTOCOL,
+            space_id: space_id.to_string(),
+        }));
+        s
+    }
+
+    /// A session for a device that has just paired and holds nothing of the space
+    /// yet: it takes the peer's word for the space and its membership (pairing
+    /// authenticated the peer).
+    pub fn joining(peer: DeviceId, space_id: &str, now: u64) -> Session {
+        let mut s = Session::new(peer, space_id, None, now);
+        s.joining = true;
+        s
+    }
+
+    /// The peer device.
+    pub fn peer(&self) -> DeviceId {
+        self.peer
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The sync state to save for the next session with this peer.
+    pub fn saved_state(&self) -> Vec<u8> {
+        self.state.encode()
+    }
+
+    /// True once the session ended (by Bye, failure or timeout).
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    fn send(&mut self, m: &Message) {
+        match m.encode() {
+            Ok(bytes) => {
+                self.stats.bytes_out += bytes.len();
+                self.outbox.push_back(bytes);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not encode an outgoing message"),
+        }
+    }
+
+    /// The next bytes to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.outbox.pop_front()
+    }
+
+    /// Ends the session because of `err`: queues a Failure frame telling the
+    /// peer, and returns the error for the caller's own report.
+    pub fn fail(&mut self, err: SyncError) -> SyncError {
+        if self.phase != Phase::Closed {
+            if !matches!(err, SyncError::PeerFailed(_) | SyncError::Timeout) {
+                self.send(&Message::Failure(Failure {
+                    text: err.to_string(),
+                }));
+            }
+            self.phase = Phase::Closed;
+        }
+        err
+    }
+
+    /// Checks the idle timer.
+    pub fn handle_timeout(&mut self, now: u64) -> Result<(), SyncError> {
+        if self.phase != Phase::Closed && now.saturating_sub(self.last_heard) > IDLE_TIMEOUT_MS {
+            return Err(self.fail(SyncError::Timeout));
+        }
+        Ok(())
+    }
+
+    /// Handles one frame from the peer. `doc` is this home's document; on error
+    /// the caller must discard whatever the call did to it (the store's write
+    /// rolls back) and close the connection after sending what
+    /// [`Session::poll_transmit`] returns.
+    pub fn handle(&mut self, frame: &Frame, doc: &mut Automerge, now: u64) -> Result<Vec<Event>, SyncError> {
+        if self.phase == Phase::Closed {
+            return Ok(Vec::new());
+        }
+        self.last_heard = now;
+        self.stats.bytes_in += frame.payload.len() + 5;
+        let result = Message::decode(frame)
+            .map_err(SyncError::from)
+            .and_then(|m| self.handle_message(m, doc));
+        result.map_err(|e| self.fail(e))
+    }
+
+    fn handle_message(&mut self, m: Message, doc: &mut Automerge) -> Result<Vec<Event>, SyncError> {
+        match (self.phase, m) {
+            (_, Message::Failure(f)) => {
+                self.phase = Phase::Closed;
+                Err(SyncError::PeerFailed(f.text))
+            }
+            (Phase::AwaitHello, Message::Hello(h)) => {
+                if h.min_protocol > wire::PROTOCOL || h.max_protocol < wire::MIN_PROTOCOL {
+                    return Err(SyncError::Version {
+                        theirs_min: h.min_protocol,
+                        theirs_max: h.max_protocol,
+                    });
+                }
+                if self.joining {
+                    self.space_id = h.space_id;
+                } else {
+                    if h.space_id != self.space_id {
+                        return Err(SyncError::OtherSpace);
+                    }
+                    if !Membership::of(&*doc).is_active(&self.peer) {
+                        return Err(SyncError::NotAMember(self.peer.short()));
+                    }
+                }
+                self.phase = Phase::Syncing;
+                Ok(Vec::new())
+            }
+            (Phase::Syncing, Message::Sync(s)) => self.receive_sync(s, doc),
+            (Phase::Syncing, Message::Bye) => {
+                self.phase = Phase::Closed;
+                Ok(vec![Event::PeerDone])
+            }
+            (Phase::AwaitHello, _) => Err(SyncError::Protocol("a message before Hello")),
+            (_, Message::Hello(_)) => Err(SyncError::Protocol("a second Hello")),
+            (Phase::Closed, _) => Ok(Vec::new()),
+        }
+    }
+
+    fn receive_sync(&mut self, s: SyncMessage, doc: &mut Automerge) -> Result<Vec<Event>, SyncError> {
+        self.stats.messages_in += 1;
+        verify::check_signatures(&s.attestations)?;
+        let message = sync::Message::decode(&s.message).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        for chunk in message.changes.iter() {
+            for c in verify::parse_chunks(chunk)? {
+                self.seen.insert(c.hash(), c);
+            }
+        }
+        for a in s.attestations {
+            if !self.verified.iter().any(|v| v.hash == a.hash) {
+                self.verified.push(a);
+            }
+        }
+        let before = doc.get_heads();
+        doc.receive_sync_message(&mut self.state, message)
+            .map_err(|e| SyncError::Automerge(e.to_string()))?;
+        let new = doc.get_changes(&before);
+        verify::check_new_changes(doc, &new, &self.seen, &self.verified)?;
+        for c in &new {
+            self.seen.remove(&c.hash());
+        }
+        self.stats.changes_in += new.len();
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keep: Vec<Attestation> = self
+            .verified
+            .iter()
+            .filter(|a| new.iter().any(|c| c.hash() == a.hash))
+            .copied()
+            .collect();
+        Ok(vec![Event::Applied {
+            changes: new.len(),
+            attestations: keep,
+        }])
+    }
+
+    /// Queues the next sync message, if automerge has one for the peer, with
+    /// `attestations` (this home's newest per device) to vouch for its changes.
+    /// Call after every handled frame and after local edits.
+    pub fn generate(&mut self, doc: &Automerge, attestations: &[Attestation]) {
+        if self.phase != Phase::Syncing {
+            return;
+        }
+        let Some(message) = doc.generate_sync_message(&mut self.state) else {
+            return;
+        };
+        let with_changes = !message.changes.is_empty();
+        let mut atts: Vec<Attestation> = if with_changes {
+            attestations.to_vec()
+        } else {
+            Vec::new()
+        };
+        atts.truncate(wire::MAX_ATTESTATIONS);
+        self.stats.messages_out += 1;
+        self.send(&Message::Sync(SyncMessage {
+            message: message.encode(),
+            attestations: atts,
+        }));
+    }
+
+    /// True when both sides hold the same heads and nothing is in flight.
+    pub fn is_synced(&self, doc: &Automerge) -> bool {
+        self.phase == Phase::Syncing
+            && self.outbox.is_empty()
+            && self.state.their_heads.as_deref() == Some(doc.get_heads().as_slice())
+    }
+
+    /// Says goodbye: both hold the same heads.
+    pub fn close(&mut self) {
+        if self.phase != Phase::Closed {
+            self.send(&Message::Bye);
+            self.phase = Phase::Closed;
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The sans-IO session driven in memory: two or three homes, no network,
+//! deterministic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+
+use automerge::{Automerge, ReadDoc};
+use duet_model::{
+    Attestation, DeviceId, DeviceSecret, Editor, Founder, ItemId, NewIssue, Seat, issues, space,
+};
+use duet_sync::proto::frame::{Frame, FrameDecoder};
+use duet_sync::proto::session::{Event, Session, SyncError};
+
+/// A home as the store keeps it: a document and the newest attestation per device.
+struct Home {
+    key: DeviceSecret,
+    seat: Seat,
+    doc: Automerge,
+    atts: HashMap<DeviceId, (u64, Attestation)>,
+}
+
+impl Home {
+    fn id(&self) -> DeviceId {
+        self.key.device_id()
+    }
+
+    fn edit(&mut self, f: impl FnOnce(&mut Editor<'_>)) {
+        let before = self.doc.get_heads();
+        f(&mut Editor::new(&mut self.doc, self.seat, 0));
+        let tip = self
+            .doc
+            .get_changes(&before)
+            .into_iter()
+            .max_by_key(|c| c.seq())
+            .unwrap();
+        self.atts
+            .insert(self.id(), (tip.seq(), self.key.attest(&tip.hash())));
+    }
+
+    fn add_issue(&mut self, n: u8, title: &str) {
+        let new = NewIssue {
+            title: title.into(),
+            ..Default::default()
+        };
+        self.edit(|e| e.add_issue(&ItemId::from_random([n; 8]), &new).unwrap());
+    }
+
+    fn attestations(&self) -> Vec<Attestation> {
+        self.atts.values().map(|(_, a)| *a).collect()
+    }
+
+    fn keep(&mut self, atts: Vec<Attestation>) {
+        for a in atts {
+            let seq = self.doc.get_change_by_hash(&a.hash).unwrap().seq();
+            if self.atts.get(&a.device).is_none_or(|(s, _)| *s < seq) {
+                self.atts.insert(a.device, (seq, a));
+            }
+        }
+    }
+
+    fn titles(&self) -> Vec<String> {
+        let mut t: Vec<String> = issues::issues(&self.doc, Default::default())
+            .into_iter()
+            .map(|i| i.title)
+            .collect();
+        t.sort();
+        t
+    }
+}
+
+/// A founded space (device 1, seat a) plus devices `others` (key byte, seat),
+/// each starting from a copy of the founder's document.
+fn space_of(others: &[(u8, Seat)]) -> Vec<Home> {
+    let key = DeviceSecret::from_bytes(&[1; 32]);
+    let mut doc = Automerge::new().with_actor(key.device_id().actor());
+    let founder = Founder {
+        space_id: "5eed".into(),
+        name: "Sam".into(),
+        device: key.device_id(),
+        device_name: "laptop".into(),
+    };
+    space::create(&mut doc, &founder, 0).unwrap();
+    let mut first = Home {
+        key,
+        seat: Seat::A,
+        doc,
+        atts: HashMap::new(),
+    };
+    // Sign the founding change, as the store does for every write.
+    let founding = first.doc.get_heads()[0];
+    first.atts.insert(first.id(), (1, first.key.attest(&founding)));
+    for (n, seat) in others {
+        let id = DeviceSecret::from_bytes(&[*n; 32]).device_id();
+        first.edit(|e| e.add_device(id, *seat, "device").unwrap());
+    }
+    let mut homes = Vec::new();
+    for (n, seat) in others {
+        let key = DeviceSecret::from_bytes(&[*n; 32]);
+        let doc = first.doc.fork().with_actor(key.device_id().actor());
+        homes.push(Home {
+            key,
+            seat: *seat,
+            doc,
+            atts: first.atts.clone(),
+        });
+    }
+    homes.insert(0, first);
+    homes
+}
+
+/// Runs a session between `a` (dialling) and `b` until both are synced, or one
+/// fails. Frames pass through a decoder in small pieces.
+fn sync(a: &mut Home, b: &mut Home) -> Result<(), SyncError> {
+    let mut sa = Session::new(b.id(), "5eed", None, 0);
+    let mut sb = Session::new(a.id(), "5eed", None, 0);
+    let (mut da, mut db) = (FrameDecoder::new(), FrameDecoder::new());
+    for _ in 0..100 {
+        let mut moved = false;
+        while let Some(bytes) = sa.poll_transmit() {
+            moved = true;
+            for piece in bytes.chunks(7) {
+                db.push(piece);
+            }
+        }
+        while let Some(bytes) = sb.poll_transmit() {
+            moved = true;
+            for piece in bytes.chunks(7) {
+                da.push(piece);
+            }
+        }
+        while let Some(f) = db.next_frame().unwrap() {
+            deliver(&mut sb, b, &f)?;
+        }
+        while let Some(f) = da.next_frame().unwrap() {
+            deliver(&mut sa, a, &f)?;
+        }
+        if sa.is_synced(&a.doc) && sb.is_synced(&b.doc) {
+            sa.close();
+            return Ok(());
+        }
+        if !moved && sa.is_closed() {
+            return Ok(());
+        }
+    }
+    panic!("no convergence in 100 rounds");
+}
+
+/// What a driver does with one frame: apply on a copy (the store's write
+/// transaction), keep it only if the session accepted it.
+fn deliver(s: &mut Session, home: &mut Home, f: &Frame) -> Result<(), SyncError> {
+    let mut working = home.doc.fork().with_actor(home.id().actor());
+    match s.handle(f, &mut working, 0) {
+        Ok(events) => {
+            home.doc = working;
+            for e in events {
+                if let Event::Applied { attestations, .. } = e {
+                    home.keep(attestations);
+                }
+            }
+            let atts = home.attestations();
+            s.generate(&home.doc, &atts);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[test]
+fn two_partners_converge_with_every_change_verified() {
+    let mut homes = space_of(&[(2, Seat::B)]);
+    let (a, b) = homes.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut b[0]);
+    a.add_issue(1, "Dishes");
+    b.add_issue(2, "Money");
+    b.add_issue(3, "Holidays");
+    sync(a, b).unwrap();
+    assert_eq!(a.titles(), ["Dishes", "Holidays", "Money"]);
+    assert_eq!(a.titles(), b.titles());
+    assert_eq!(a.doc.get_heads(), b.doc.get_heads());
+    // Both now hold a verified attestation for each other's newest change.
+    assert!(a.atts.contains_key(&b.id()));
+    assert!(b.atts.contains_key(&a.id()));
+    // A second sync moves nothing and still ends cleanly.
+    sync(a, b).unwrap();
+}
+
+#[test]
+fn three_devices_converge_transitively() {
+    let mut homes = space_of(&[(2, Seat::A), (3, Seat::B)]);
+    homes[0].add_issue(1, "from the laptop");
+    homes[1].add_issue(2, "from the phone");
+    homes[2].add_issue(3, "from the partner");
+    let (left, right) = homes.split_at_mut(2);
+    sync(&mut left[0], &mut right[0]).unwrap(); // laptop <-> partner
+    let (l0, l1) = left.split_at_mut(1);
+    sync(&mut l1[0], &mut l0[0]).unwrap(); // phone <-> laptop: learns the partner's edit through it
+    assert_eq!(
+        homes[1].titles(),
+        ["from the laptop", "from the partner", "from the phone"]
+    );
+}
+
+#[test]
+fn a_forged_change_is_refused_and_nothing_is_applied() {
+    let mut homes = space_of(&[(2, Seat::B)]);
+    let (a, b) = homes.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut b[0]);
+    b.add_issue(2, "Money");
+    // Device b's attestation is replaced by one b never made (signed by a).
+    let tip = b.atts[&b.id()].1.hash;
+    let forged = a.key.attest(&tip);
+    b.atts.insert(b.id(), (99, forged));
+    let before = a.doc.get_heads();
+    let err = sync(a, b).unwrap_err();
+    assert!(err.to_string().contains("not signed"), "{err}");
+    assert_eq!(a.doc.get_heads(), before, "nothing applied");
+}
+
+#[test]
+fn a_tampered_signature_is_refused() {
+    let mut homes = space_of(&[(2, Seat::B)]);
+    let (a, b) = homes.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut b[0]);
+    b.add_issue(2, "Money");
+    let mut att = b.atts[&b.id()].1;
+    att.signature[3] ^= 1;
+    b.atts.insert(b.id(), (99, att));
+    let err = sync(a, b).unwrap_err();
+    assert!(matches!(err, SyncError::Refused(_)), "{err}");
+    assert_eq!(a.titles(), Vec::<String>::new());
+}
+
+#[test]
+fn a_revoked_device_is_refused() {
+    let mut homes = space_of(&[(2, Seat::B), (3, Seat::B)]);
+    let lost = homes[2].id();
+    homes[0].edit(|e| {
+        e.revoke_device(lost).unwrap();
+    });
+    // The lost phone writes after the revocation, then tries to sync with the laptop.
+    homes[2].add_issue(9, "written by a thief");
+    let (left, right) = homes.split_at_mut(2);
+    let err = sync(&mut right[0], &mut left[0]).unwrap_err();
+    assert!(matches!(err, SyncError::NotAMember(_)), "{err}");
+    // The partner's other device learns of the revocation and refuses it too.
+    let (l0, l1) = left.split_at_mut(1);
+    sync(&mut l0[0], &mut l1[0]).unwrap();
+    let err = sync(&mut right[0], &mut l1[0]).unwrap_err();
+    assert!(matches!(err, SyncError::NotAMember(_)), "{err}");
+    assert!(!homes[1].titles().contains(&"written by a thief".to_string()));
+}
+
+#[test]
+fn a_different_space_is_refused() {
+    let mut homes = space_of(&[(2, Seat::B)]);
+    let (a, b) = homes.split_at_mut(1);
+    let mut sa = Session::new(b[0].id(), "5eed", None, 0);
+    let mut sb = Session::new(a[0].id(), "other", None, 0);
+    let hello = sb.poll_transmit().unwrap();
+    let mut d = FrameDecoder::new();
+    d.push(&hello);
+    let f = d.next_frame().unwrap().unwrap();
+    let err = sa.handle(&f, &mut a[0].doc, 0).unwrap_err();
+    assert_eq!(err, SyncError::OtherSpace);
+    // The refusal is sent back (after our own Hello) so the other side can say why.
+    let _hello = sa.poll_transmit().unwrap();
+    let failure = sa.poll_transmit().unwrap();
+    let mut d = FrameDecoder::new();
+    d.push(&failure);
+    let f = d.next_frame().unwrap().unwrap();
+    let err = sb.handle(&f, &mut b[0].doc, 0).unwrap_err();
+    assert!(matches!(err, SyncError::PeerFailed(_)), "{err}");
+}
+
+#[test]
+fn a_quiet_peer_times_out() {
+    let homes = space_of(&[(2, Seat::B)]);
+    let mut s = Session::new(homes[1].id(), "5eed", None, 0);
+    assert!(s.handle_timeout(1_000).is_ok());
+    assert_eq!(s.handle_timeout(60_000), Err(SyncError::Timeout));
+    assert!(s.is_closed());
+}
+
+#[test]
+fn garbage_frames_end_the_session_without_panicking() {
+    let mut homes = space_of(&[(2, Seat::B)]);
+    let mut s = Session::new(homes[1].id(), "5eed", None, 0);
+    let f = Frame {
+        kind: 0x02,
+        payload: vec![0xff; 40],
+    };
+    assert!(s.handle(&f, &mut homes[0].doc, 0).is_err());
+    assert!(s.is_closed());
+}
