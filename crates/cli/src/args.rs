@@ -63,6 +63,25 @@ pub enum Command {
     /// The devices of the space
     #[command(subcommand)]
     Device(DeviceCmd),
+    /// Pair another device: your partner's, or another of your own
+    #[command(subcommand)]
+    Pair(PairCmd),
+    /// Sync once with another device of the space, then exit
+    Sync {
+        /// The other device's address (host:port); without it, every device
+        /// this home has synced with before
+        addr: Option<String>,
+    },
+    /// Keep this device in sync: accept the couple's devices, dial known ones,
+    /// and push every edit as it happens (Ctrl-C stops)
+    Serve {
+        /// Where to listen
+        #[arg(long, default_value = DEFAULT_LISTEN)]
+        listen: String,
+        /// A device to dial and stay connected to (repeatable)
+        #[arg(long = "peer", value_name = "ADDR")]
+        peers: Vec<String>,
+    },
     /// Every change, newest first, with who made it
     Log {
         /// How many changes to show
@@ -317,4 +336,40 @@ pub enum JournalCmd {
 pub enum DeviceCmd {
     /// List the space's devices
     List,
+    /// Revoke a lost or retired device: it can no longer connect, and edits it
+    /// makes from now on are refused by every device that learns of it
+    Revoke {
+        /// The device's id (any unique prefix)
+        id: String,
+    },
+}
+
+/// Where `pair host` and `serve` listen by default.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7480";
+
+/// `duet pair ...`
+#[derive(Debug, Subcommand)]
+pub enum PairCmd {
+    /// Wait for one device to pair, showing the code to type on it
+    Host {
+        /// Where to listen
+        #[arg(long, default_value = DEFAULT_LISTEN)]
+        listen: String,
+        /// Use this code instead of a new random one
+        #[arg(long)]
+        code: Option<String>,
+    },
+    /// Join the space of a device running `duet pair host`
+    Join {
+        /// The code it shows
+        code: String,
+        /// Its address (host:port)
+        addr: String,
+        /// Join as another device of the same person (not as the partner)
+        #[arg(long)]
+        same_person: bool,
+        /// Your name, when this device has no home yet (one is created)
+        #[arg(long)]
+        name: Option<String>,
+    },
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use anstyle::{AnsiColor, Style};
 use comfy_table::{Table, presets::NOTHING};
-use duet::model::{Agreement, CheckIn, DeviceId, Member, Issue, Moment, Person, Seat, Step};
+use duet::model::{Agreement, CheckIn, DeviceId, Issue, Member, Moment, Person, Seat, Step};
 use duet::store::JournalEntry;
 use duet::{LogLine, Status};
 use serde::Serialize;

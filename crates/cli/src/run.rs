@@ -69,8 +69,15 @@ pub fn run(cli: Cli) -> Result<()> {
             )
         });
     }
+    match cli.command {
+        Command::Pair(cmd) => return crate::net::pair(&dir, json, cmd),
+        Command::Sync { addr } => return crate::net::sync(&dir, json, addr),
+        Command::Serve { listen, peers } => return crate::net::serve(&dir, json, listen, peers),
+        _ => {}
+    }
     let mut home = Home::open(&dir)?;
     match cli.command {
+        Command::Pair(_) | Command::Sync { .. } | Command::Serve { .. } => unreachable!("handled above"),
         Command::Init { .. } => unreachable!("handled above"),
         Command::Status => show(json, &home.status()?, render::status),
         Command::Issue(cmd) => issue(&mut home, json, cmd),
@@ -104,6 +111,16 @@ pub fn run(cli: Cli) -> Result<()> {
                     None => "No review date set.\n".to_string(),
                 },
             )
+        }
+        Command::Device(DeviceCmd::Revoke { id }) => {
+            let m = home.revoke_device(&id)?;
+            show(json, &m, |m| {
+                format!(
+                    "Revoked device {} ({}): it can no longer connect, and edits it makes from now on are refused.\n",
+                    m.id.short(),
+                    m.name
+                )
+            })
         }
         Command::Device(DeviceCmd::List) => {
             let me = home.device_id();

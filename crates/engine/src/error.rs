@@ -20,6 +20,15 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// The network or a peer failed.
+    #[error("{0}")]
+    Net(String),
+    /// A sync session failed.
+    #[error(transparent)]
+    Sync(#[from] duet_sync::net::driver::DriveError),
+    /// Pairing failed.
+    #[error("pairing failed: {0}")]
+    Pairing(#[from] duet_sync::proto::pairing::PairingError),
     /// The system gave no randomness.
     #[error("the system's random number source failed: {0}")]
     Random(String),

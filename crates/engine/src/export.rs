@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 
 use duet_model::{
-    Agreement, CheckIn, Member, InvalidInput, Issue, IssueFilter, Moment, Person, Seat, agreements,
-    checkins, issues, space,
+    Agreement, CheckIn, InvalidInput, Issue, IssueFilter, Member, Moment, Person, Seat, agreements, checkins,
+    issues, space,
 };
 use duet_store::JournalEntry;
 use serde::Serialize;
@@ -76,12 +76,10 @@ pub struct JournalExport {
     pub text: String,
 }
 
-impl Home {
-    /// Gathers everything for an export. The private journal is included only
-    /// when `private` is set, since exports are often shared.
-    pub fn export_data(&mut self, private: bool) -> Result<Export> {
-        let journal: Option<Vec<JournalEntry>> = if private { Some(self.journal()?) } else { None };
-        self.read(|doc| Export {
+impl Export {
+    /// The shared record in `doc` (no private data).
+    pub fn of(doc: &automerge::Automerge) -> Export {
+        Export {
             space_id: space::space_id(doc).unwrap_or_default(),
             exported_at: Moment(now_ms()),
             partners: Seat::ALL
@@ -97,15 +95,26 @@ impl Home {
                 .map(|w| checkins::checkin(doc, w))
                 .collect(),
             agreements: agreements::agreements(doc),
-            journal: journal.map(|j| {
-                j.into_iter()
-                    .map(|e| JournalExport {
-                        written_at: Moment(e.written_at),
-                        text: e.text,
-                    })
-                    .collect()
-            }),
-        })
+            journal: None,
+        }
+    }
+}
+
+impl Home {
+    /// Gathers everything for an export. The private journal is included only
+    /// when `private` is set, since exports are often shared.
+    pub fn export_data(&mut self, private: bool) -> Result<Export> {
+        let journal: Option<Vec<JournalEntry>> = if private { Some(self.journal()?) } else { None };
+        let mut export = self.read(Export::of)?;
+        export.journal = journal.map(|j| {
+            j.into_iter()
+                .map(|e| JournalExport {
+                    written_at: Moment(e.written_at),
+                    text: e.text,
+                })
+                .collect()
+        });
+        Ok(export)
     }
 
     /// The export in `format`, as bytes.

@@ -5,9 +5,9 @@ use std::str::FromStr;
 
 use automerge::Automerge;
 use duet_model::{
-    Agreement, AgreementKind, CheckIn, CheckInEntry, DeviceId, Member, DeviceSecret, Editor, Founder,
-    InvalidInput, Issue, IssueEdit, IssueFilter, IssueStatus, ItemId, ModelError, NewIssue, Outcome, Owner,
-    Person, SchemaCheck, Seat, Step, Week, agreements, checkins, issues, space,
+    Agreement, AgreementKind, CheckIn, CheckInEntry, DeviceId, DeviceSecret, Editor, Founder, InvalidInput,
+    Issue, IssueEdit, IssueFilter, IssueStatus, ItemId, Member, ModelError, NewIssue, Outcome, Owner, Person,
+    SchemaCheck, Seat, Step, Week, agreements, checkins, issues, space,
 };
 use duet_store::{JournalEntry, NewStore, Store};
 use serde::Serialize;
@@ -134,6 +134,8 @@ pub struct Home {
     store: Store,
     seat: Seat,
     device: DeviceId,
+    /// Ticks when a sync changes the document (set by `serve`).
+    notifier: Option<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Milliseconds since the epoch, now.
@@ -194,6 +196,7 @@ impl Home {
             store,
             seat: Seat::A,
             device,
+            notifier: None,
         })
     }
 
@@ -208,17 +211,35 @@ impl Home {
                 path: dir.display().to_string(),
                 detail: "it does not record which partner this device belongs to".into(),
             })?;
-        let check = store.read(space::check_schema)??;
+        // An empty document belongs to a home that was joining a space when it
+        // stopped; it opens so that `pair join` can finish.
+        let check = store.read(|doc| {
+            if doc.get_heads().is_empty() {
+                Ok(SchemaCheck::Current)
+            } else {
+                space::check_schema(doc)
+            }
+        })??;
         let mut home = Home {
             dir: dir.to_path_buf(),
             store,
             seat,
             device,
+            notifier: None,
         };
         if let SchemaCheck::Older(_) = check {
             home.edit(|e| e.migrate())?;
         }
         Ok(home)
+    }
+
+    /// Takes on another space (when joining one at pairing): the shared
+    /// document is emptied, to be filled by the first sync; private data stays.
+    pub(crate) fn adopt_space(&mut self, space_id: &str, seat: Seat) -> Result<()> {
+        self.store
+            .reset_space(&[("seat", seat.as_str()), ("space_id", space_id)])?;
+        self.seat = seat;
+        Ok(())
     }
 
     /// The home folder.
@@ -246,8 +267,20 @@ impl Home {
         Ok(self.store.read(f)?)
     }
 
+    /// Tells a running `serve` about document changes.
+    pub(crate) fn set_notifier(&mut self, tx: tokio::sync::watch::Sender<u64>) {
+        self.notifier = Some(tx);
+    }
+
+    /// Signals that the document changed.
+    pub(crate) fn notify_changed(&self) {
+        if let Some(tx) = &self.notifier {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
     /// Makes one or more changes as this device's partner, now.
-    fn edit<T>(
+    pub(crate) fn edit<T>(
         &mut self,
         f: impl FnOnce(&mut Editor<'_>) -> std::result::Result<T, ModelError>,
     ) -> Result<T> {

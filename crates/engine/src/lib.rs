@@ -30,10 +30,14 @@
 pub mod error;
 pub mod export;
 pub mod home;
+pub mod pairing;
+pub mod sync;
 
 pub use error::{Error, Result};
 pub use export::{Export, ExportFormat};
 pub use home::{Home, InitOptions, LogLine, Status, Who, this_week};
+pub use pairing::{PAIR_TIMEOUT, PairHost, PairOutcome, pair_join};
+pub use sync::{ServeOptions, SyncReport, serve, sync_once};
 
 /// The couple document's types, re-exported for embedders.
 pub use duet_model as model;

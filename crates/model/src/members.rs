@@ -12,8 +12,8 @@
 //! changes up to there stay part of the record; any later change it signs is
 //! refused by every device that has learned of the revocation.
 
-use automerge::{ActorId, Automerge, ObjType, ROOT, ReadDoc, ScalarValue};
 use automerge::transaction::Transactable;
+use automerge::{ActorId, Automerge, ObjType, ROOT, ReadDoc, ScalarValue};
 use serde::Serialize;
 
 use crate::access;
@@ -173,13 +173,19 @@ impl Membership {
 
     /// The devices that may connect.
     pub fn active(&self) -> Vec<DeviceId> {
-        self.members.iter().filter(|m| m.is_active()).map(|m| m.id).collect()
+        self.members
+            .iter()
+            .filter(|m| m.is_active())
+            .map(|m| m.id)
+            .collect()
     }
 
     /// Whether change number `seq` of `actor` counts.
     pub fn check_change(&self, actor: &ActorId, seq: u64) -> Result<(), ChangeRefusal> {
         let id = DeviceId::from_actor(actor).ok_or(ChangeRefusal::NotADevice)?;
-        let m = self.get(&id).ok_or_else(|| ChangeRefusal::NotAMember(id.short()))?;
+        let m = self
+            .get(&id)
+            .ok_or_else(|| ChangeRefusal::NotAMember(id.short()))?;
         match m.revoked_after {
             Some(cut) if seq > cut => Err(ChangeRefusal::Revoked(id.short())),
             _ => Ok(()),
@@ -209,7 +215,10 @@ impl Editor<'_> {
             });
         };
         if !member.is_active() {
-            return Err(ModelError::Refused(format!("device {} is already revoked", device.short())));
+            return Err(ModelError::Refused(format!(
+                "device {} is already revoked",
+                device.short()
+            )));
         }
         let cut = latest_seq(self.doc, &device.actor());
         self.change(format!("revoke device {}", device.short()), |tx, _, now| {
@@ -236,13 +245,19 @@ mod tests {
     #[test]
     fn members_are_the_closure_from_the_founder() {
         let (mut doc, founder) = founded(1);
-        Editor::new(&mut doc, Seat::A, 1).add_device(device(2), Seat::B, "phone").unwrap();
+        Editor::new(&mut doc, Seat::A, 1)
+            .add_device(device(2), Seat::B, "phone")
+            .unwrap();
         // Device 2 (a member) adds device 3.
         let mut as_two = doc.fork().with_actor(device(2).actor());
-        Editor::new(&mut as_two, Seat::B, 2).add_device(device(3), Seat::B, "tablet").unwrap();
+        Editor::new(&mut as_two, Seat::B, 2)
+            .add_device(device(3), Seat::B, "tablet")
+            .unwrap();
         // Device 9, not a member, writes an entry for device 8.
         let mut as_nine = as_two.fork().with_actor(device(9).actor());
-        Editor::new(&mut as_nine, Seat::A, 3).add_device(device(8), Seat::A, "evil").unwrap();
+        Editor::new(&mut as_nine, Seat::A, 3)
+            .add_device(device(8), Seat::A, "evil")
+            .unwrap();
 
         let m = Membership::of(&as_nine);
         assert_eq!(m.founder(), Some(founder));
@@ -250,7 +265,10 @@ mod tests {
         assert!(m.is_active(&device(2)));
         assert!(m.is_active(&device(3)));
         assert_eq!(m.get(&device(3)).unwrap().added_by, Some(device(2)));
-        assert!(!m.is_active(&device(8)), "an entry by a non-member does not count");
+        assert!(
+            !m.is_active(&device(8)),
+            "an entry by a non-member does not count"
+        );
         assert!(m.get(&device(9)).is_none());
         assert_eq!(
             m.check_change(&device(9).actor(), 1),
@@ -261,11 +279,18 @@ mod tests {
     #[test]
     fn a_revoked_device_keeps_its_past_but_not_its_future() {
         let (mut doc, _) = founded(1);
-        Editor::new(&mut doc, Seat::A, 1).add_device(device(2), Seat::B, "phone").unwrap();
+        Editor::new(&mut doc, Seat::A, 1)
+            .add_device(device(2), Seat::B, "phone")
+            .unwrap();
         let mut phone = doc.fork().with_actor(device(2).actor());
         Editor::new(&mut phone, Seat::B, 2).rename("Alex").unwrap();
         doc.merge(&mut phone).unwrap();
-        assert_eq!(Editor::new(&mut doc, Seat::A, 3).revoke_device(device(2)).unwrap(), 1);
+        assert_eq!(
+            Editor::new(&mut doc, Seat::A, 3)
+                .revoke_device(device(2))
+                .unwrap(),
+            1
+        );
         let m = Membership::of(&doc);
         assert!(!m.is_active(&device(2)));
         assert!(m.check_change(&device(2).actor(), 1).is_ok());
@@ -273,7 +298,15 @@ mod tests {
             m.check_change(&device(2).actor(), 2),
             Err(ChangeRefusal::Revoked(device(2).short()))
         );
-        assert!(Editor::new(&mut doc, Seat::A, 4).revoke_device(device(2)).is_err());
-        assert!(Editor::new(&mut doc, Seat::A, 4).revoke_device(device(7)).is_err());
+        assert!(
+            Editor::new(&mut doc, Seat::A, 4)
+                .revoke_device(device(2))
+                .is_err()
+        );
+        assert!(
+            Editor::new(&mut doc, Seat::A, 4)
+                .revoke_device(device(7))
+                .is_err()
+        );
     }
 }

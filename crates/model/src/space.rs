@@ -254,6 +254,17 @@ impl<'a> Editor<'a> {
         })
     }
 
+    /// Sets the name of the partner in `seat` (when they join the space).
+    pub fn set_partner_name(&mut self, seat: Seat, name: &str) -> Result<(), ModelError> {
+        let name = crate::text::short_text("name", name, 100)?;
+        self.change(format!("name partner {seat}"), |tx, _, _| {
+            let partners = map_in(tx, &ROOT, "partners")?;
+            let p = map_in(tx, &partners, seat.as_str())?;
+            tx.put(&p, "name", name)?;
+            Ok(())
+        })
+    }
+
     /// Records a device of a partner in the space.
     pub fn add_device(&mut self, device: DeviceId, seat: Seat, name: &str) -> Result<(), ModelError> {
         check_text("device name", name)?;

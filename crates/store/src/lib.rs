@@ -210,6 +210,42 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Empties the shared document, for a device that joins another space at
+    /// pairing: the change log, snapshots, attestations and sync states go; the
+    /// device key and private data stay. `meta` replaces the facts given.
+    pub fn reset_space(&mut self, meta: &[(&str, &str)]) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch(
+                "BEGIN IMMEDIATE;
+                 DELETE FROM changes; DELETE FROM snapshots;
+                 DELETE FROM attestations; DELETE FROM sync_states;",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut result = Ok(());
+        for (k, v) in meta {
+            result = result.and_then(|()| self.meta_set(k, v));
+        }
+        match result.and_then(|()| self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))) {
+            Ok(()) => {
+                self.cache = Some(changes::Cached::empty(self.device.device_id()));
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.cache = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// A number that changes whenever another process commits to this database
+    /// (SQLite's `data_version`): cheap to poll for edits made elsewhere.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
     /// A fact about the home from the `meta` table.
     pub fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.conn

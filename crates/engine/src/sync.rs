@@ -1,0 +1,417 @@
+//! Sync between this home and the couple's other devices, over QUIC.
+//!
+//! [`Home`] is the driver's [`Replica`]: every received frame is handled inside
+//! a store write, so what a peer sends is either verified and stored together
+//! with its signatures, or not stored at all. One-shot sync ([`sync_once`]) and
+//! the long-running service ([`serve`]) share the same driver.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use duet_model::{DeviceId, Membership};
+use duet_sync::net::driver::{self, DriveError, Mode, Replica, Report};
+use duet_sync::net::tls::{self, ALPN_SYNC, AllowList};
+use duet_sync::proto::frame::Frame;
+use duet_sync::proto::session::{Event, Session};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::home::Home;
+
+/// How long to wait for a peer to answer a connection attempt.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a sync moved, for people and scripts.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    /// The other device.
+    pub peer: DeviceId,
+    /// Changes received.
+    pub changes_in: usize,
+    /// Sync messages sent and received.
+    pub messages_out: usize,
+    /// Sync messages received.
+    pub messages_in: usize,
+    /// Bytes sent.
+    pub bytes_out: usize,
+    /// Bytes received.
+    pub bytes_in: usize,
+    /// Milliseconds taken.
+    pub millis: u64,
+}
+
+impl From<Report> for SyncReport {
+    fn from(r: Report) -> Self {
+        SyncReport {
+            peer: r.peer,
+            changes_in: r.stats.changes_in,
+            messages_out: r.stats.messages_out,
+            messages_in: r.stats.messages_in,
+            bytes_out: r.stats.bytes_out,
+            bytes_in: r.stats.bytes_in,
+            millis: u64::try_from(r.elapsed.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+fn local(e: impl std::fmt::Display) -> DriveError {
+    DriveError::Local(e.to_string())
+}
+
+impl Replica for Home {
+    fn receive(
+        &mut self,
+        session: &mut Session,
+        frame: &Frame,
+        now_ms: u64,
+    ) -> Result<Vec<Event>, DriveError> {
+        let outcome = self
+            .store_mut()
+            .write_with(|w| -> Result<Vec<Event>, WriteError> {
+                let events = session.handle(frame, w.doc, now_ms).map_err(WriteError::Sync)?;
+                for e in &events {
+                    if let Event::Applied { attestations, .. } = e {
+                        w.attestations.extend(attestations.iter().copied());
+                    }
+                }
+                Ok(events)
+            });
+        match outcome {
+            Ok(events) => {
+                if events.iter().any(|e| matches!(e, Event::Applied { .. })) {
+                    self.notify_changed();
+                }
+                Ok(events)
+            }
+            Err(WriteError::Sync(e)) => Err(DriveError::Sync(e)),
+            Err(WriteError::Store(e)) => Err(local(e)),
+        }
+    }
+
+    fn generate(&mut self, session: &mut Session) -> Result<(), DriveError> {
+        let atts = self.store_mut().attestations().map_err(local)?;
+        self.store_mut()
+            .read(|doc| session.generate(doc, &atts))
+            .map_err(local)
+    }
+
+    fn is_synced(&mut self, session: &Session) -> Result<bool, DriveError> {
+        self.store_mut().read(|doc| session.is_synced(doc)).map_err(local)
+    }
+
+    fn save_state(&mut self, session: &Session) -> Result<(), DriveError> {
+        let peer = session.peer();
+        self.store_mut()
+            .set_sync_state(&peer, &session.saved_state())
+            .map_err(local)
+    }
+}
+
+/// A store write that the session may refuse.
+enum WriteError {
+    Sync(duet_sync::proto::session::SyncError),
+    Store(duet_store::StoreError),
+}
+
+impl From<duet_store::StoreError> for WriteError {
+    fn from(e: duet_store::StoreError) -> Self {
+        WriteError::Store(e)
+    }
+}
+
+impl Home {
+    /// The space's id.
+    pub fn space_id(&mut self) -> Result<String> {
+        Ok(self.read(duet_model::space::space_id)?.unwrap_or_default())
+    }
+
+    /// The devices allowed to connect: active members other than this one.
+    pub fn allowed_peers(&mut self) -> Result<Vec<DeviceId>> {
+        let me = self.device_id();
+        let members = self.read(Membership::of)?;
+        Ok(members.active().into_iter().filter(|d| *d != me).collect())
+    }
+
+    /// A new session with `peer`, resuming its saved sync state.
+    pub(crate) fn session_with(&mut self, peer: DeviceId) -> Result<Session> {
+        let space = self.space_id()?;
+        let saved = self.store_mut().sync_state(&peer)?;
+        Ok(Session::new(peer, &space, saved.as_deref(), 0))
+    }
+
+    /// Revokes a device of the space (any unique prefix of its id): it can no
+    /// longer connect, and changes it makes from now on are refused.
+    pub fn revoke_device(&mut self, prefix: &str) -> Result<duet_model::Member> {
+        let members = self.read(Membership::of)?;
+        let p = prefix.trim().to_ascii_lowercase();
+        let found: Vec<&duet_model::Member> = members
+            .members()
+            .iter()
+            .filter(|m| !p.is_empty() && m.id.to_string().starts_with(&p))
+            .collect();
+        let target = match found.as_slice() {
+            [one] => (*one).clone(),
+            [] => {
+                return Err(duet_model::ModelError::NotFound {
+                    what: "device",
+                    prefix: prefix.to_string(),
+                }
+                .into());
+            }
+            many => {
+                return Err(duet_model::ModelError::Ambiguous {
+                    what: "device",
+                    prefix: prefix.to_string(),
+                    candidates: many.iter().map(|m| m.id.short()).collect(),
+                }
+                .into());
+            }
+        };
+        if target.id == self.device_id() {
+            return Err(duet_model::ModelError::Refused(
+                "this is the device you are using; revoke it from another of the couple's devices".into(),
+            )
+            .into());
+        }
+        self.edit(|e| e.revoke_device(target.id).map(|_| ()))?;
+        let members = self.read(Membership::of)?;
+        members
+            .get(&target.id)
+            .cloned()
+            .ok_or_else(|| Error::Inconsistent {
+                path: self.dir().display().to_string(),
+                detail: "the revoked device vanished".into(),
+            })
+    }
+}
+
+/// A QUIC endpoint bound to `addr`, with this device's key.
+fn client_endpoint(
+    home: &Arc<Mutex<Home>>,
+    peer: SocketAddr,
+) -> Result<(quinn::Endpoint, quinn::ClientConfig)> {
+    let (secret, allowed) = {
+        let mut h = lock(home)?;
+        (h.store_mut().device_secret()?, h.allowed_peers()?)
+    };
+    let policy = Arc::new(AllowList::new(allowed));
+    let config = tls::client_config(&secret, policy, ALPN_SYNC).map_err(|e| Error::Net(e.to_string()))?;
+    let bind: SocketAddr = if peer.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+        .parse()
+        .map_err(|_| Error::Net("bad bind address".into()))?;
+    let endpoint =
+        quinn::Endpoint::client(bind).map_err(|e| Error::Net(format!("cannot open a UDP socket: {e}")))?;
+    Ok((endpoint, config))
+}
+
+pub(crate) fn lock(home: &Arc<Mutex<Home>>) -> Result<std::sync::MutexGuard<'_, Home>> {
+    home.lock()
+        .map_err(|_| Error::Net("the home's lock was poisoned by an earlier failure".into()))
+}
+
+/// Connects to `addr` and syncs until both devices hold the same heads.
+pub async fn sync_once(home: Arc<Mutex<Home>>, addr: SocketAddr) -> Result<SyncReport> {
+    let (endpoint, config) = client_endpoint(&home, addr)?;
+    let connecting = endpoint
+        .connect_with(config, addr, tls::SERVER_NAME)
+        .map_err(|e| Error::Net(format!("cannot connect to {addr}: {e}")))?;
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| {
+            Error::Net(format!(
+                "no answer from {addr} within {}s",
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| Error::Net(format!("cannot connect to {addr}: {}", explain_connect(&e))))?;
+    let peer =
+        tls::peer_device(&conn).ok_or_else(|| Error::Net("the peer presented no device key".into()))?;
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| Error::Net(format!("cannot open a stream to {addr}: {e}")))?;
+    let session = lock(&home)?.session_with(peer)?;
+    let report = driver::drive(session, send, recv, home.clone(), Mode::OneShot).await;
+    conn.close(0u32.into(), b"done");
+    endpoint.wait_idle().await;
+    let report = report?;
+    lock(&home)?
+        .store_mut()
+        .set_peer_address(&peer, &addr.to_string())?;
+    Ok(report.into())
+}
+
+fn explain_connect(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::ConnectionClosed(c) if c.error_code.to_string().contains("certificate") => {
+            "the other device does not know this one (pair them first, or this device was revoked)".into()
+        }
+        quinn::ConnectionError::TransportError(t) if t.to_string().contains("certificate") => {
+            "the other device is not one of this space's devices".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Options for [`serve`].
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Devices to dial and keep connected to.
+    pub peers: Vec<SocketAddr>,
+    /// How often to look for edits made by other processes on this home.
+    pub poll: Duration,
+}
+
+/// Serves the couple's devices until `stop` turns true: accepts paired devices,
+/// dials `opts.peers` (reconnecting with backoff), and pushes every change of
+/// this home (including those made by other processes) to every connected peer.
+/// `ready` receives the bound address once listening.
+pub async fn serve(
+    home: Arc<Mutex<Home>>,
+    opts: ServeOptions,
+    stop: watch::Receiver<bool>,
+    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<()> {
+    let (secret, allowed) = {
+        let mut h = lock(&home)?;
+        (h.store_mut().device_secret()?, h.allowed_peers()?)
+    };
+    let allow = Arc::new(AllowList::new(allowed));
+    let server =
+        tls::server_config(&secret, allow.clone(), &[ALPN_SYNC]).map_err(|e| Error::Net(e.to_string()))?;
+    let endpoint = quinn::Endpoint::server(server, opts.listen)
+        .map_err(|e| Error::Net(format!("cannot listen on {}: {e}", opts.listen)))?;
+    let client =
+        tls::client_config(&secret, allow.clone(), ALPN_SYNC).map_err(|e| Error::Net(e.to_string()))?;
+    let local = endpoint.local_addr().map_err(|e| Error::Net(e.to_string()))?;
+    tracing::info!(%local, "serving");
+    if let Some(r) = ready {
+        let _ = r.send(local);
+    }
+
+    // Tick `changed` whenever this home's document changes: by a sync session
+    // (the home notifies) or by another process (SQLite's data_version moves).
+    let (changed_tx, changed_rx) = watch::channel(0u64);
+    lock(&home)?.set_notifier(changed_tx.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let home = home.clone();
+        let allow = allow.clone();
+        let mut stop = stop.clone();
+        let poll = opts.poll;
+        tasks.spawn(async move {
+            let mut last = None;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = stop.changed() => if *stop.borrow() { return },
+                }
+                let Ok(mut h) = lock(&home) else { return };
+                let version = h.store_mut().data_version().ok();
+                if version != last {
+                    if last.is_some() {
+                        h.notify_changed();
+                    }
+                    last = version;
+                    // Membership may have changed (a new device, a revocation).
+                    if let Ok(peers) = h.allowed_peers() {
+                        allow.replace(peers);
+                    }
+                }
+            }
+        });
+    }
+    for addr in opts.peers.clone() {
+        let (home, endpoint, client) = (home.clone(), endpoint.clone(), client.clone());
+        let (changed, stop) = (changed_rx.clone(), stop.clone());
+        tasks.spawn(async move { dial_forever(home, endpoint, client, addr, changed, stop).await });
+    }
+    let mut stop_accept = stop.clone();
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => i,
+            _ = stop_accept.changed() => if *stop_accept.borrow() { break } else { continue },
+        };
+        let Some(incoming) = incoming else { break };
+        let (home, changed, stop) = (home.clone(), changed_rx.clone(), stop.clone());
+        tasks.spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::info!(error = %e, "refused a connection");
+                    return;
+                }
+            };
+            let Some(peer) = tls::peer_device(&conn) else {
+                return;
+            };
+            let Ok((send, recv)) = conn.accept_bi().await else {
+                return;
+            };
+            let session = match lock(&home).and_then(|mut h| h.session_with(peer)) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a session");
+                    return;
+                }
+            };
+            match driver::drive(session, send, recv, home, Mode::Live { changed, stop }).await {
+                Ok(r) => {
+                    tracing::info!(peer = %r.peer.short(), changes_in = r.stats.changes_in, "session ended")
+                }
+                Err(e) => tracing::warn!(peer = %peer.short(), error = %e, "session failed"),
+            }
+        });
+    }
+    endpoint.close(0u32.into(), b"shutting down");
+    tasks.shutdown().await;
+    endpoint.wait_idle().await;
+    Ok(())
+}
+
+/// Keeps a live session with `addr`, reconnecting with exponential backoff.
+async fn dial_forever(
+    home: Arc<Mutex<Home>>,
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    addr: SocketAddr,
+    changed: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(250);
+    while !*stop.borrow() {
+        let attempt = async {
+            let conn = endpoint
+                .connect_with(client.clone(), addr, tls::SERVER_NAME)
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())?;
+            let peer = tls::peer_device(&conn).ok_or("no device key")?;
+            let (send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            let session = lock(&home)
+                .and_then(|mut h| h.session_with(peer))
+                .map_err(|e| e.to_string())?;
+            let _ = lock(&home).map(|mut h| h.store_mut().set_peer_address(&peer, &addr.to_string()));
+            let mode = Mode::Live {
+                changed: changed.clone(),
+                stop: stop.clone(),
+            };
+            driver::drive(session, send, recv, home.clone(), mode)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match attempt.await {
+            Ok(_) => backoff = Duration::from_millis(250),
+            Err(e) => tracing::info!(%addr, error = %e, retry_in = ?backoff, "peer unreachable"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}

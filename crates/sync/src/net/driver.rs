@@ -1,0 +1,209 @@
+//! The thin async driver: moves bytes between a QUIC stream and a [`Session`],
+//! and lets the home ([`Replica`]) apply what the session accepts.
+//!
+//! One bidirectional stream per session. The dialling side opens it; both sides
+//! then run the same loop: send what the session queued, read what arrived, feed
+//! complete frames to the session through the replica, let the session generate
+//! its next message. The dialler closes once both hold the same heads (one-shot
+//! sync), unless it is a live session, which stays open and sends local edits as
+//! they happen.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use duet_model::DeviceId;
+use tokio::sync::watch;
+
+use crate::proto::frame::FrameDecoder;
+use crate::proto::session::{Event, Session, Stats, SyncError};
+
+/// How long a read may wait before the session's idle timer is checked.
+const TICK: Duration = Duration::from_millis(500);
+/// The most bytes read at once.
+const READ_CHUNK: usize = 64 * 1024;
+/// How long to wait for the peer to close after our Bye.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// What the driver needs from a home. The engine implements it over its store;
+/// every method runs briefly and synchronously (the store is local SQLite).
+pub trait Replica: Send + 'static {
+    /// Feeds `frame` to `session` inside a store write: what the session accepts
+    /// is stored atomically with its attestations; on error nothing is stored.
+    fn receive(
+        &mut self,
+        session: &mut Session,
+        frame: &crate::proto::frame::Frame,
+        now_ms: u64,
+    ) -> Result<Vec<Event>, DriveError>;
+    /// Lets `session` queue its next message from the current document (which
+    /// includes edits made by other processes on the same home).
+    fn generate(&mut self, session: &mut Session) -> Result<(), DriveError>;
+    /// True when `session`'s peer holds the same heads as this home.
+    fn is_synced(&mut self, session: &Session) -> Result<bool, DriveError>;
+    /// Saves `session`'s sync state, so the next session with this peer resumes.
+    fn save_state(&mut self, session: &Session) -> Result<(), DriveError>;
+}
+
+/// Why driving a session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    /// The protocol refused something, or the peer did.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// This home could not store or read something.
+    #[error("local storage failed: {0}")]
+    Local(String),
+    /// The connection failed.
+    #[error("connection lost: {0}")]
+    Connection(String),
+    /// The peer closed before the sync finished.
+    #[error("the other device closed the connection before the sync finished")]
+    Closed,
+}
+
+/// How a session runs.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Sync until both hold the same heads, then close (this side dialled).
+    OneShot,
+    /// Answer a peer until it closes.
+    Answer,
+    /// Stay open: `changed` ticks when this home's document changes; `stop`
+    /// turns true to end the session.
+    Live {
+        /// Ticks on local changes.
+        changed: watch::Receiver<u64>,
+        /// Becomes true on shutdown.
+        stop: watch::Receiver<bool>,
+    },
+}
+
+/// What a finished session did.
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    /// The peer.
+    pub peer: DeviceId,
+    /// Counts.
+    pub stats: Stats,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+fn lock<R>(replica: &Mutex<R>) -> Result<std::sync::MutexGuard<'_, R>, DriveError> {
+    replica
+        .lock()
+        .map_err(|_| DriveError::Local("the home's lock was poisoned by an earlier failure".into()))
+}
+
+fn millis(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+async fn flush(session: &mut Session, send: &mut quinn::SendStream) -> Result<(), DriveError> {
+    while let Some(bytes) = session.poll_transmit() {
+        send.write_all(&bytes)
+            .await
+            .map_err(|e| DriveError::Connection(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Runs `session` over one stream until it ends. The session's sync state is
+/// saved at the end, whatever the outcome.
+pub async fn drive<R: Replica>(
+    mut session: Session,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    replica: Arc<Mutex<R>>,
+    mut mode: Mode,
+) -> Result<Report, DriveError> {
+    let start = Instant::now();
+    let result = drive_inner(&mut session, &mut send, &mut recv, &replica, &mut mode, start).await;
+    if let Ok(mut r) = lock(&replica)
+        && let Err(e) = r.save_state(&session)
+    {
+        tracing::warn!(error = %e, "could not save the sync state");
+    }
+    // Whatever happened, tell the peer (a Failure frame may be queued).
+    let _ = flush(&mut session, &mut send).await;
+    let _ = send.finish();
+    result.map(|()| Report {
+        peer: session.peer(),
+        stats: session.stats(),
+        elapsed: start.elapsed(),
+    })
+}
+
+async fn drive_inner<R: Replica>(
+    session: &mut Session,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    replica: &Arc<Mutex<R>>,
+    mode: &mut Mode,
+    start: Instant,
+) -> Result<(), DriveError> {
+    let mut decoder = FrameDecoder::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    lock(replica)?.generate(session)?;
+    loop {
+        flush(session, send).await?;
+        if session.is_closed() {
+            // Our Bye went out, or the peer's arrived: wait briefly for the
+            // peer to finish its side, then end.
+            let _ = tokio::time::timeout(LINGER, recv.read(&mut buf)).await;
+            return Ok(());
+        }
+        if matches!(mode, Mode::OneShot) && lock(replica)?.is_synced(session)? {
+            tracing::debug!(peer = %session.peer().short(), "in sync; closing");
+            session.close();
+            continue;
+        }
+        let read = match mode {
+            Mode::Live { changed, stop } => {
+                tokio::select! {
+                    r = tokio::time::timeout(TICK, recv.read(&mut buf)) => r,
+                    _ = changed.changed() => {
+                        lock(replica)?.generate(session)?;
+                        continue;
+                    }
+                    _ = stop.changed() => {
+                        if *stop.borrow() {
+                            session.close();
+                        }
+                        continue;
+                    }
+                }
+            }
+            _ => tokio::time::timeout(TICK, recv.read(&mut buf)).await,
+        };
+        let now = millis(start);
+        match read {
+            Err(_elapsed) => session.handle_timeout(now)?,
+            Ok(Err(e)) => return Err(DriveError::Connection(e.to_string())),
+            Ok(Ok(None)) => {
+                return if session.is_closed() {
+                    Ok(())
+                } else {
+                    Err(DriveError::Closed)
+                };
+            }
+            Ok(Ok(Some(n))) => {
+                decoder.push(&buf[..n]);
+                let mut r = lock(replica)?;
+                loop {
+                    let frame = match decoder.next_frame() {
+                        Ok(Some(f)) => f,
+                        Ok(None) => break,
+                        Err(e) => return Err(session.fail(SyncError::Wire(e.into())).into()),
+                    };
+                    tracing::debug!(kind = frame.kind, bytes = frame.payload.len(), "frame in");
+                    let events = r.receive(session, &frame, now)?;
+                    if events.contains(&Event::PeerDone) {
+                        return Ok(());
+                    }
+                }
+                r.generate(session)?;
+            }
+        }
+    }
+}
