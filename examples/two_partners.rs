@@ -1,0 +1,128 @@
+//! duet's main job: two partners, one shared record, on their own devices.
+//!
+//! Plays both partners on one machine: two homes, pairing over loopback QUIC,
+//! offline edits on both sides (the same issue's body edited by both, and its
+//! status set to different values), a sync, and the merged record printed with
+//! the conflict shown as something to talk about.
+//!
+//! Run it with `cargo run -p duet --example two_partners`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use duet::model::{CheckInEntry, IssueEdit, IssueKind, IssueStatus, NewIssue, Rating, TimeKind};
+use duet::{ExportFormat, Home, InitOptions, PairHost, ServeOptions, Who};
+
+type Shared = Arc<Mutex<Home>>;
+
+fn with<T>(home: &Shared, f: impl FnOnce(&mut Home) -> duet::Result<T>) -> Result<T, Box<dyn std::error::Error>> {
+    let mut h = home.lock().map_err(|_| "a home's lock was poisoned")?;
+    Ok(f(&mut h)?)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let init = |name: &str, device: &str| InitOptions {
+        name: name.into(),
+        device_name: Some(device.into()),
+    };
+
+    // Each partner starts on their own laptop. Alex writes something before
+    // they pair; it comes along.
+    let sam: Shared = Arc::new(Mutex::new(Home::init(&dir.path().join("sam"), &init("Sam", "Sam's laptop"))?));
+    let alex: Shared = Arc::new(Mutex::new(Home::init(&dir.path().join("alex"), &init("Alex", "Alex's laptop"))?));
+    let dishes = with(&sam, |h| {
+        h.add_issue(&NewIssue {
+            title: "Who does the dishes".into(),
+            body: "The sink fills up and it always falls to one of us.".into(),
+            kind: Some(IssueKind::Solvable),
+            ..Default::default()
+        })
+    })?;
+    with(&alex, |h| {
+        h.add_issue(&NewIssue {
+            title: "Phones at dinner".into(),
+            kind: Some(IssueKind::Perpetual),
+            ..Default::default()
+        })
+    })?;
+
+    // Pairing: Sam's laptop hosts, Alex's joins with the code.
+    let host = PairHost::bind(sam.clone(), "127.0.0.1:0".parse()?, None)?;
+    let (code, addr) = (host.code().to_string(), host.local_addr()?);
+    println!("Sam's laptop shows the pairing code {code} and waits at {addr}.");
+    let hosting = tokio::spawn(host.run(Duration::from_secs(60)));
+    let joined = duet::pair_join(alex.clone(), &code, addr, false).await?;
+    let hosted = hosting.await??;
+    println!(
+        "Paired. Both laptops show the phrase \"{}\" / \"{}\": the same, so no one is in between.\n",
+        hosted.phrase, joined.phrase
+    );
+
+    // Offline, each edits the same issue: different parts of the body, and
+    // different statuses.
+    let id = dishes.id.to_string();
+    with(&sam, |h| {
+        h.edit_issue(
+            &id,
+            &IssueEdit {
+                body: Some("The sink fills up after dinner and it always falls to one of us.".into()),
+                ..Default::default()
+            },
+        )?;
+        h.set_status(&id, IssueStatus::Discussing)?;
+        h.add_step(&id, "Wash up Monday, Wednesday and Friday", Who::Me, Some("2026-12-04"))
+    })?;
+    with(&alex, |h| {
+        h.edit_issue(
+            &id,
+            &IssueEdit {
+                body: Some("The sink fills up and it always falls to one of us. I'd like a rota.".into()),
+                ..Default::default()
+            },
+        )?;
+        h.set_status(&id, IssueStatus::Agreed)?;
+        let week = duet::this_week();
+        h.checkin_add(week, &CheckInEntry::Appreciation("Sam cooked on Thursday.".into()))?;
+        h.checkin_add(week, &CheckInEntry::Rating(Rating::new(8)?))?;
+        h.checkin_add(week, &CheckInEntry::Time(TimeKind::Date, 120))?;
+        h.journal_add("Private: I'm still upset about last weekend.")
+    })?;
+
+    // They meet again: Sam's laptop serves, Alex's syncs with it over QUIC.
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let opts = ServeOptions {
+        listen: "127.0.0.1:0".parse()?,
+        peers: Vec::new(),
+        poll: Duration::from_millis(100),
+    };
+    let serving = tokio::spawn(duet::serve(sam.clone(), opts, stop, Some(ready_tx)));
+    let report = duet::sync_once(alex.clone(), ready.await?).await?;
+    let _ = stop_tx.send(true);
+    serving.await??;
+    println!(
+        "Synced over QUIC: {} changes arrived on Alex's laptop, {} bytes sent, {} bytes received, {} ms.\n",
+        report.changes_in, report.bytes_out, report.bytes_in, report.millis
+    );
+
+    // Both hold the same record; the status conflict is shown, with who set what.
+    let merged = with(&sam, |h| h.issue(&id))?;
+    let on_alex = with(&alex, |h| h.issue(&id))?;
+    assert_eq!(merged.body, on_alex.body, "both laptops hold the same body");
+    println!("Merged body: {}", merged.body);
+    for c in &merged.conflicts {
+        let values: Vec<String> = c.values.iter().map(|v| format!("{} (set by {})", v.value, v.set_by.name)).collect();
+        println!("To talk about: {} was set to {}.", c.field, values.join(" and "));
+    }
+    println!("\nThe shared record, as Sam's laptop now holds it:\n");
+    let record = with(&sam, |h| h.export(ExportFormat::Markdown, false))?;
+    println!("{}", String::from_utf8_lossy(&record));
+    let journal_on_sam = with(&sam, |h| h.journal())?;
+    println!(
+        "Alex's private journal stayed on Alex's laptop ({} entries on Sam's).",
+        journal_on_sam.len()
+    );
+    Ok(())
+}
