@@ -13,7 +13,7 @@ use duet_model::{DeviceId, Membership};
 use duet_sync::net::driver::{self, DriveError, Mode, Replica, Report};
 use duet_sync::net::tls::{self, ALPN_SYNC, AllowList};
 use duet_sync::proto::frame::Frame;
-use duet_sync::proto::session::{Event, Session};
+use duet_sync::proto::session::{Event, Session, SyncError};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -91,6 +91,13 @@ impl Replica for Home {
     }
 
     fn generate(&mut self, session: &mut Session) -> Result<(), DriveError> {
+        // A peer revoked while its session was open is cut off here: generate
+        // runs after every frame and every change of this home.
+        let peer = session.peer();
+        let active = self.read(|doc| Membership::of(doc).is_active(&peer)).map_err(local)?;
+        if !active && !session.is_joining() {
+            return Err(DriveError::Sync(session.fail(SyncError::NotAMember(peer.short()))));
+        }
         let atts = self.store_mut().attestations().map_err(local)?;
         self.store_mut()
             .read(|doc| session.generate(doc, &atts))
@@ -302,6 +309,7 @@ pub async fn serve(
         let home = home.clone();
         let allow = allow.clone();
         let mut stop = stop.clone();
+        let mut synced = changed_rx.clone();
         let poll = opts.poll;
         tasks.spawn(async move {
             let mut last = None;
@@ -312,15 +320,21 @@ pub async fn serve(
                 }
                 let Ok(mut h) = lock(&home) else { return };
                 let version = h.store_mut().data_version().ok();
-                if version != last {
-                    if last.is_some() {
-                        h.notify_changed();
-                    }
-                    last = version;
-                    // Membership may have changed (a new device, a revocation).
-                    if let Ok(peers) = h.allowed_peers() {
-                        allow.replace(peers);
-                    }
+                let elsewhere = version != last;
+                if elsewhere && last.is_some() {
+                    h.notify_changed();
+                }
+                last = version;
+                // Membership may have changed (a new device, a revocation),
+                // through another process or through a sync.
+                let by_sync = synced.has_changed().unwrap_or(false);
+                if by_sync {
+                    synced.mark_unchanged();
+                }
+                if (elsewhere || by_sync)
+                    && let Ok(peers) = h.allowed_peers()
+                {
+                    allow.replace(peers);
                 }
             }
         });

@@ -169,6 +169,11 @@ impl Session {
         s
     }
 
+    /// True for a session that joins a space at pairing.
+    pub fn is_joining(&self) -> bool {
+        self.joining
+    }
+
     /// The peer device.
     pub fn peer(&self) -> DeviceId {
         self.peer
