@@ -1,7 +1,7 @@
 //! Runs one command: opens the home, calls the engine, prints the result.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use duet::model::{
@@ -50,35 +50,36 @@ fn week(arg: &WeekArg) -> Result<Week> {
 pub fn run(cli: Cli) -> Result<()> {
     let dir = home_dir(cli.home)?;
     let json = cli.json;
-    if let Command::Init { name, device_name } = &cli.command {
-        let mut home = Home::init(
-            &dir,
-            &InitOptions {
-                name: name.clone(),
-                device_name: device_name.clone(),
-            },
-        )?;
-        let status = home.status()?;
-        return show(json, &status, |s| {
-            format!(
-                "Created a home for {} at {}.\nDevice {} (fingerprint {}).\n",
-                s.me.name,
-                s.home.display(),
-                s.device.name,
-                s.device.fingerprint
-            )
-        });
-    }
     match cli.command {
-        Command::Pair(cmd) => return crate::net::pair(&dir, json, cmd),
-        Command::Sync { addr } => return crate::net::sync(&dir, json, addr),
-        Command::Serve { listen, peers } => return crate::net::serve(&dir, json, listen, peers),
-        _ => {}
+        Command::Init { name, device_name } => init(&dir, json, name, device_name),
+        Command::Pair(cmd) => crate::net::pair(&dir, json, cmd),
+        Command::Sync { addr } => crate::net::sync(&dir, json, addr),
+        Command::Serve { listen, peers } => crate::net::serve(&dir, json, listen, peers),
+        local => on_home(&dir, json, local),
     }
-    let mut home = Home::open(&dir)?;
-    match cli.command {
-        Command::Pair(_) | Command::Sync { .. } | Command::Serve { .. } => unreachable!("handled above"),
-        Command::Init { .. } => unreachable!("handled above"),
+}
+
+fn init(dir: &Path, json: bool, name: String, device_name: Option<String>) -> Result<()> {
+    let mut home = Home::init(dir, &InitOptions { name, device_name })?;
+    let status = home.status()?;
+    show(json, &status, |s| {
+        format!(
+            "Created a home for {} at {}.\nDevice {} (fingerprint {}).\n",
+            s.me.name,
+            s.home.display(),
+            s.device.name,
+            s.device.fingerprint
+        )
+    })
+}
+
+/// The commands that work on an existing home, offline.
+fn on_home(dir: &Path, json: bool, command: Command) -> Result<()> {
+    let mut home = Home::open(dir)?;
+    match command {
+        Command::Init { .. } | Command::Pair(_) | Command::Sync { .. } | Command::Serve { .. } => {
+            Err(anyhow!("this command does not run on an open home"))
+        }
         Command::Status => show(json, &home.status()?, render::status),
         Command::Issue(cmd) => issue(&mut home, json, cmd),
         Command::Step(cmd) => step(&mut home, json, cmd),
