@@ -24,7 +24,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{Automerge, Change, ChangeHash};
+use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 use duet_model::{Attestation, DeviceId, Membership};
 
 use super::frame::Frame;
@@ -303,9 +303,8 @@ impl Session {
             .map_err(|e| SyncError::Automerge(e.to_string()))?;
         let new = doc.get_changes(&before);
         verify::check_new_changes(doc, &new, &self.seen, &self.verified)?;
-        for c in &new {
-            self.seen.remove(&c.hash());
-        }
+        // What is in the document now no longer waits.
+        self.seen.retain(|h, _| doc.get_change_by_hash(h).is_none());
         self.stats.changes_in += new.len();
         if new.is_empty() {
             return Ok(Vec::new());
