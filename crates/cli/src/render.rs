@@ -354,7 +354,7 @@ pub fn journal(list: &[JournalJson]) -> String {
 
 /// `duet device list`
 pub fn devices(list: &[Member], owners: &[String], me: DeviceId) -> String {
-    let mut t = table(&["device", "name", "partner", "fingerprint", "added"]);
+    let mut t = table(&["device", "name", "partner", "fingerprint", "added", "state"]);
     for (d, owner) in list.iter().zip(owners) {
         let mut name = d.name.clone();
         if d.id == me {
@@ -366,6 +366,7 @@ pub fn devices(list: &[Member], owners: &[String], me: DeviceId) -> String {
             owner.clone(),
             d.id.fingerprint(),
             date(Moment(d.added_at)),
+            if d.is_active() { "active".into() } else { "revoked".to_string() },
         ]);
     }
     finish(t)
