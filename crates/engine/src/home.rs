@@ -285,10 +285,13 @@ impl Home {
         f: impl FnOnce(&mut Editor<'_>) -> std::result::Result<T, ModelError>,
     ) -> Result<T> {
         let seat = self.seat;
-        self.store.write(|doc| -> Result<T> {
+        let out = self.store.write(|doc| -> Result<T> {
             let mut editor = Editor::new(doc, seat, now_ms());
             Ok(f(&mut editor)?)
-        })
+        })?;
+        // A `serve` running on this home pushes the edit at once.
+        self.notify_changed();
+        Ok(out)
     }
 
     /// Resolves an id prefix against the current document, then edits.
@@ -298,13 +301,15 @@ impl Home {
         f: impl FnOnce(&mut Editor<'_>, &I) -> std::result::Result<T, ModelError>,
     ) -> Result<(I, T)> {
         let seat = self.seat;
-        self.store.write(|doc| -> Result<(I, T)> {
-            // Resolved inside the write lock, so the id refers to what the edit sees.
-            let id = resolve(doc)?;
-            let mut editor = Editor::new(doc, seat, now_ms());
-            let out = f(&mut editor, &id)?;
-            Ok((id, out))
-        })
+        self.store
+            .write(|doc| -> Result<(I, T)> {
+                // Resolved inside the write lock, so the id refers to what the edit sees.
+                let id = resolve(doc)?;
+                let mut editor = Editor::new(doc, seat, now_ms());
+                let out = f(&mut editor, &id)?;
+                Ok((id, out))
+            })
+            .inspect(|_| self.notify_changed())
     }
 
     /// A summary of the home.

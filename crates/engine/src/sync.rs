@@ -94,9 +94,13 @@ impl Replica for Home {
         // A peer revoked while its session was open is cut off here: generate
         // runs after every frame and every change of this home.
         let peer = session.peer();
-        let active = self.read(|doc| Membership::of(doc).is_active(&peer)).map_err(local)?;
+        let active = self
+            .read(|doc| Membership::of(doc).is_active(&peer))
+            .map_err(local)?;
         if !active && !session.is_joining() {
-            return Err(DriveError::Sync(session.fail(SyncError::NotAMember(peer.short()))));
+            return Err(DriveError::Sync(
+                session.fail(SyncError::NotAMember(peer.short())),
+            ));
         }
         let atts = self.store_mut().attestations().map_err(local)?;
         self.store_mut()
@@ -251,15 +255,7 @@ pub async fn sync_once(home: Arc<Mutex<Home>>, addr: SocketAddr) -> Result<SyncR
 }
 
 fn explain_connect(e: &quinn::ConnectionError) -> String {
-    match e {
-        quinn::ConnectionError::ConnectionClosed(c) if c.error_code.to_string().contains("certificate") => {
-            "the other device does not know this one (pair them first, or this device was revoked)".into()
-        }
-        quinn::ConnectionError::TransportError(t) if t.to_string().contains("certificate") => {
-            "the other device is not one of this space's devices".into()
-        }
-        other => other.to_string(),
-    }
+    driver::connection_error(e).to_string()
 }
 
 /// Options for [`serve`].

@@ -56,6 +56,14 @@ pub enum DriveError {
     /// The connection failed.
     #[error("connection lost: {0}")]
     Connection(String),
+    /// The other device refused this one's key in the TLS handshake.
+    #[error(
+        "the other device refused this one: this device is not one of its space's devices (pair first), or it was revoked"
+    )]
+    Refused,
+    /// This device refused the other one's key in the TLS handshake.
+    #[error("the other device is not one of this space's devices (or it was revoked)")]
+    Untrusted,
     /// The peer closed before the sync finished.
     #[error("the other device closed the connection before the sync finished")]
     Closed,
@@ -99,11 +107,29 @@ fn millis(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// TLS alert 49 (access_denied), as QUIC reports it: the other device's
+/// handshake refused this device's key.
+const ACCESS_DENIED: u8 = 49;
+
+/// Names a lost connection, telling a refused key (either way) apart from a
+/// network failure.
+pub fn connection_error(e: &quinn::ConnectionError) -> DriveError {
+    let denied = quinn::TransportErrorCode::crypto(ACCESS_DENIED);
+    match e {
+        // The other side's handshake sent the alert: it refused our key.
+        quinn::ConnectionError::ConnectionClosed(c) if c.error_code == denied => DriveError::Refused,
+        // Our own handshake refused the other side's key.
+        quinn::ConnectionError::TransportError(t) if t.code == denied => DriveError::Untrusted,
+        other => DriveError::Connection(other.to_string()),
+    }
+}
+
 async fn flush(session: &mut Session, send: &mut quinn::SendStream) -> Result<(), DriveError> {
     while let Some(bytes) = session.poll_transmit() {
-        send.write_all(&bytes)
-            .await
-            .map_err(|e| DriveError::Connection(e.to_string()))?;
+        send.write_all(&bytes).await.map_err(|e| match e {
+            quinn::WriteError::ConnectionLost(c) => connection_error(&c),
+            other => DriveError::Connection(other.to_string()),
+        })?;
     }
     Ok(())
 }
@@ -124,9 +150,12 @@ pub async fn drive<R: Replica>(
     {
         tracing::warn!(error = %e, "could not save the sync state");
     }
-    // Whatever happened, tell the peer (a Failure frame may be queued).
+    // Whatever happened, tell the peer (a Failure frame may be queued), and give
+    // it a moment to receive that before the connection is dropped.
     let _ = flush(&mut session, &mut send).await;
-    let _ = send.finish();
+    if send.finish().is_ok() {
+        let _ = tokio::time::timeout(LINGER, send.stopped()).await;
+    }
     result.map(|()| Report {
         peer: session.peer(),
         stats: session.stats(),
@@ -167,8 +196,14 @@ async fn drive_inner<R: Replica>(
                         continue;
                     }
                     _ = stop.changed() => {
+                        // On shutdown, Bye only if both hold the same heads;
+                        // otherwise tell the peer the sync stopped early.
                         if *stop.borrow() {
-                            session.close();
+                            if lock(replica)?.is_synced(session)? {
+                                session.close();
+                            } else {
+                                let _ = session.fail(SyncError::ShuttingDown);
+                            }
                         }
                         continue;
                     }
@@ -179,6 +214,7 @@ async fn drive_inner<R: Replica>(
         let now = millis(start);
         match read {
             Err(_elapsed) => session.handle_timeout(now)?,
+            Ok(Err(quinn::ReadError::ConnectionLost(c))) => return Err(connection_error(&c)),
             Ok(Err(e)) => return Err(DriveError::Connection(e.to_string())),
             Ok(Ok(None)) => {
                 return if session.is_closed() {

@@ -34,6 +34,11 @@ use super::wire::{self, Failure, Hello, Message, SyncMessage, WireError};
 /// How long a session may go without hearing from its peer.
 pub const IDLE_TIMEOUT_MS: u64 = 30_000;
 
+/// How many sync messages in a row may bring nothing new before the session
+/// gives up: two sides that keep answering each other without converging would
+/// otherwise loop until the connection dies.
+pub const MAX_IDLE_ROUNDS: u32 = 64;
+
 /// Why a session ended badly.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum SyncError {
@@ -66,6 +71,9 @@ pub enum SyncError {
     /// Automerge refused the message.
     #[error("the other device's sync message does not apply: {0}")]
     Automerge(String),
+    /// This side is shutting down before the sync finished.
+    #[error("the other device is shutting down")]
+    ShuttingDown,
     /// The peer went quiet.
     #[error("the other device stopped responding")]
     Timeout,
@@ -120,6 +128,8 @@ pub struct Session {
     seen: HashMap<ChangeHash, Change>,
     outbox: VecDeque<Vec<u8>>,
     last_heard: u64,
+    /// Sync messages in a row that brought nothing (reset by any change).
+    idle_rounds: u32,
     stats: Stats,
 }
 
@@ -150,6 +160,7 @@ impl Session {
             seen: HashMap::new(),
             outbox: VecDeque::new(),
             last_heard: now,
+            idle_rounds: 0,
             stats: Stats::default(),
         };
         s.send(&Message::Hello(Hello {
@@ -276,7 +287,13 @@ impl Session {
             (Phase::Syncing, Message::Sync(s)) => self.receive_sync(s, doc),
             (Phase::Syncing, Message::Bye) => {
                 self.phase = Phase::Closed;
-                Ok(vec![Event::PeerDone])
+                // Bye means "we hold the same heads": check it, so that a peer
+                // leaving early is never taken for a finished sync.
+                if self.state.their_heads.as_deref() == Some(doc.get_heads().as_slice()) {
+                    Ok(vec![Event::PeerDone])
+                } else {
+                    Err(SyncError::Protocol("it said goodbye before the sync finished"))
+                }
             }
             (Phase::AwaitHello, _) => Err(SyncError::Protocol("a message before Hello")),
             (_, Message::Hello(_)) => Err(SyncError::Protocol("a second Hello")),
@@ -286,6 +303,26 @@ impl Session {
 
     fn receive_sync(&mut self, s: SyncMessage, doc: &mut Automerge) -> Result<Vec<Event>, SyncError> {
         self.stats.messages_in += 1;
+        // If the message is refused, the caller discards what it did to the
+        // document; the sync state must forget it too, or it would name changes
+        // this home never stored.
+        let before_state = self.state.clone();
+        let result = self.apply_sync(s, doc);
+        match &result {
+            Err(_) => self.state = before_state,
+            Ok(events) if events.is_empty() => {
+                self.idle_rounds += 1;
+                if self.idle_rounds > MAX_IDLE_ROUNDS {
+                    self.state = before_state;
+                    return Err(SyncError::Protocol("the sync is not making progress"));
+                }
+            }
+            Ok(_) => self.idle_rounds = 0,
+        }
+        result
+    }
+
+    fn apply_sync(&mut self, s: SyncMessage, doc: &mut Automerge) -> Result<Vec<Event>, SyncError> {
         verify::check_signatures(&s.attestations)?;
         let message = sync::Message::decode(&s.message).map_err(|e| VerifyError::Malformed(e.to_string()))?;
         for chunk in message.changes.iter() {
@@ -302,7 +339,7 @@ impl Session {
         doc.receive_sync_message(&mut self.state, message)
             .map_err(|e| SyncError::Automerge(e.to_string()))?;
         let new = doc.get_changes(&before);
-        verify::check_new_changes(doc, &new, &self.seen, &self.verified)?;
+        verify::check_new_changes(doc, &new, &self.seen, &self.verified, &self.peer)?;
         // What is in the document now no longer waits.
         self.seen.retain(|h, _| doc.get_change_by_hash(h).is_none());
         self.stats.changes_in += new.len();
@@ -332,6 +369,9 @@ impl Session {
             return;
         };
         let with_changes = !message.changes.is_empty();
+        if with_changes {
+            self.idle_rounds = 0;
+        }
         let mut atts: Vec<Attestation> = if with_changes {
             attestations.to_vec()
         } else {

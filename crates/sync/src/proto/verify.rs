@@ -93,18 +93,32 @@ pub fn check_signatures(attestations: &[Attestation]) -> Result<(), VerifyError>
 /// Checks the changes `new` (just applied to `doc`): each by a member allowed to
 /// write it, and each reached from an attestation by its own device through
 /// dependencies among `new` and `seen` (changes received but not yet applied).
+///
+/// A change a revoked device made after its cut-off is refused when that device
+/// delivers it itself. Relayed by another member (whose device took it before
+/// it learned of the revocation), it is accepted: refusing it would cut the
+/// couple's devices apart for good, since everything that member wrote since
+/// depends on it.
 pub fn check_new_changes(
     doc: &Automerge,
     new: &[Change],
     seen: &HashMap<ChangeHash, Change>,
     attestations: &[Attestation],
+    peer: &DeviceId,
 ) -> Result<(), VerifyError> {
     if new.is_empty() {
         return Ok(());
     }
     let members = Membership::of(doc);
     for c in new {
-        members.check_change(c.actor_id(), c.seq())?;
+        match members.check_change(c.actor_id(), c.seq()) {
+            Err(ChangeRefusal::Revoked(who))
+                if DeviceId::from_actor(c.actor_id()).is_some_and(|d| d != *peer) =>
+            {
+                tracing::warn!(device = %who, "accepting a revoked device's change relayed by a member");
+            }
+            other => other?,
+        }
     }
     // The graph of not-yet-held changes: what was applied now and what waits.
     let mut graph: HashMap<ChangeHash, &Change> = seen.iter().map(|(h, c)| (*h, c)).collect();
@@ -142,6 +156,11 @@ pub fn check_new_changes(
 mod tests {
     use super::*;
     use duet_model::{DeviceSecret, Editor, Founder, Seat, space};
+
+    /// The device delivering the changes in these tests: device b itself.
+    fn peer() -> DeviceId {
+        DeviceSecret::from_bytes(&[2; 32]).device_id()
+    }
 
     fn space_with_partner() -> (Automerge, DeviceSecret, DeviceSecret) {
         let a = DeviceSecret::from_bytes(&[1; 32]);
@@ -183,7 +202,7 @@ mod tests {
         doc.apply_changes(changes.clone()).unwrap();
         let att = [b.attest(&tip)];
         check_signatures(&att).unwrap();
-        check_new_changes(&doc, &changes, &HashMap::new(), &att).unwrap();
+        check_new_changes(&doc, &changes, &HashMap::new(), &att, &peer()).unwrap();
     }
 
     #[test]
@@ -194,16 +213,25 @@ mod tests {
         doc.apply_changes(changes.clone()).unwrap();
         // No attestation at all.
         assert!(matches!(
-            check_new_changes(&doc, &changes, &HashMap::new(), &[]),
+            check_new_changes(&doc, &changes, &HashMap::new(), &[], &peer()),
             Err(VerifyError::Unsigned(_))
         ));
         // Signed by the wrong device (a member, but not the author).
         assert!(matches!(
-            check_new_changes(&doc, &changes, &HashMap::new(), &[a.attest(&tip)]),
+            check_new_changes(&doc, &changes, &HashMap::new(), &[a.attest(&tip)], &peer()),
             Err(VerifyError::Unsigned(_))
         ));
         // An attestation covering only the first change leaves the second unsigned.
-        assert!(check_new_changes(&doc, &changes, &HashMap::new(), &[b.attest(&changes[0].hash())]).is_err());
+        assert!(
+            check_new_changes(
+                &doc,
+                &changes,
+                &HashMap::new(),
+                &[b.attest(&changes[0].hash())],
+                &peer()
+            )
+            .is_err()
+        );
         // A tampered signature.
         let mut forged = b.attest(&tip);
         forged.signature[10] ^= 0xff;
@@ -223,7 +251,7 @@ mod tests {
         let changes = fork.get_changes(&before);
         let att = [stranger.attest(&changes[0].hash())];
         assert!(matches!(
-            check_new_changes(&fork, &changes, &HashMap::new(), &att),
+            check_new_changes(&fork, &changes, &HashMap::new(), &att, &peer()),
             Err(VerifyError::Refused(ChangeRefusal::NotAMember(_)))
         ));
     }
