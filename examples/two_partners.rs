@@ -15,7 +15,10 @@ use duet::{ExportFormat, Home, InitOptions, PairHost, ServeOptions, Who};
 
 type Shared = Arc<Mutex<Home>>;
 
-fn with<T>(home: &Shared, f: impl FnOnce(&mut Home) -> duet::Result<T>) -> Result<T, Box<dyn std::error::Error>> {
+fn with<T>(
+    home: &Shared,
+    f: impl FnOnce(&mut Home) -> duet::Result<T>,
+) -> Result<T, Box<dyn std::error::Error>> {
     let mut h = home.lock().map_err(|_| "a home's lock was poisoned")?;
     Ok(f(&mut h)?)
 }
@@ -30,8 +33,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Each partner starts on their own laptop. Alex writes something before
     // they pair; it comes along.
-    let sam: Shared = Arc::new(Mutex::new(Home::init(&dir.path().join("sam"), &init("Sam", "Sam's laptop"))?));
-    let alex: Shared = Arc::new(Mutex::new(Home::init(&dir.path().join("alex"), &init("Alex", "Alex's laptop"))?));
+    let sam: Shared = Arc::new(Mutex::new(Home::init(
+        &dir.path().join("sam"),
+        &init("Sam", "Sam's laptop"),
+    )?));
+    let alex: Shared = Arc::new(Mutex::new(Home::init(
+        &dir.path().join("alex"),
+        &init("Alex", "Alex's laptop"),
+    )?));
     let dishes = with(&sam, |h| {
         h.add_issue(&NewIssue {
             title: "Who does the dishes".into(),
@@ -72,7 +81,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         )?;
         h.set_status(&id, IssueStatus::Discussing)?;
-        h.add_step(&id, "Wash up Monday, Wednesday and Friday", Who::Me, Some("2026-12-04"))
+        h.add_step(
+            &id,
+            "Wash up Monday, Wednesday and Friday",
+            Who::Me,
+            Some("2026-12-04"),
+        )
     })?;
     with(&alex, |h| {
         h.edit_issue(
@@ -84,7 +98,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
         h.set_status(&id, IssueStatus::Agreed)?;
         let week = duet::this_week();
-        h.checkin_add(week, &CheckInEntry::Appreciation("Sam cooked on Thursday.".into()))?;
+        h.checkin_add(
+            week,
+            &CheckInEntry::Appreciation("Sam cooked on Thursday.".into()),
+        )?;
         h.checkin_add(week, &CheckInEntry::Rating(Rating::new(8)?))?;
         h.checkin_add(week, &CheckInEntry::Time(TimeKind::Date, 120))?;
         h.journal_add("Private: I'm still upset about last weekend.")
@@ -113,7 +130,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(merged.body, on_alex.body, "both laptops hold the same body");
     println!("Merged body: {}", merged.body);
     for c in &merged.conflicts {
-        let values: Vec<String> = c.values.iter().map(|v| format!("{} (set by {})", v.value, v.set_by.name)).collect();
+        let values: Vec<String> = c
+            .values
+            .iter()
+            .map(|v| format!("{} (set by {})", v.value, v.set_by.name))
+            .collect();
         println!("To talk about: {} was set to {}.", c.field, values.join(" and "));
     }
     println!("\nThe shared record, as Sam's laptop now holds it:\n");

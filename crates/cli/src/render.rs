@@ -366,7 +366,11 @@ pub fn devices(list: &[Member], owners: &[String], me: DeviceId) -> String {
             owner.clone(),
             d.id.fingerprint(),
             date(Moment(d.added_at)),
-            if d.is_active() { "active".into() } else { "revoked".to_string() },
+            if d.is_active() {
+                "active".into()
+            } else {
+                "revoked".to_string()
+            },
         ]);
     }
     finish(t)
