@@ -307,3 +307,331 @@ pub fn contains_bytes(haystack: &[u8], needle: &str) -> bool {
     let n = needle.as_bytes();
     !n.is_empty() && haystack.windows(n.len()).any(|w| w == n)
 }
+
+impl TestHome {
+    /// A home created by `duet init --name NAME --device-name DEVICE`.
+    pub fn named(name: &str, device: &str) -> TestHome {
+        let h = TestHome::uninit();
+        h.ok(&["init", "--name", name, "--device-name", device]);
+        h
+    }
+
+    /// Starts a long-running command (`pair host`, `serve`, a slow `sync`) in
+    /// the background. Its stdout is read line by line as it comes; its stderr
+    /// goes to a file next to the home. It is killed when dropped.
+    pub fn spawn(&self, args: &[&str]) -> Proc {
+        Proc::spawn(self.command(args), args, self.tmp())
+    }
+
+    /// The bytes of every file under the home folder (the database, its -wal
+    /// and -shm files, anything else), with their paths.
+    pub fn files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if let Ok(bytes) = std::fs::read(&p) {
+                    // A file can vanish between listing and reading (a -wal
+                    // checkpointed away); what is left is what counts.
+                    out.push((p, bytes));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.home, &mut out);
+        out
+    }
+}
+
+/// A `duet` process running in the background. Dropping it kills it (SIGKILL)
+/// and reaps it, so a failing test never leaves one behind.
+pub struct Proc {
+    child: std::process::Child,
+    args: String,
+    lines: std::sync::mpsc::Receiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    seen: Vec<String>,
+    stderr: PathBuf,
+}
+
+/// How long to wait for a background process to say something or to exit.
+pub const PROC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+impl Proc {
+    fn spawn(mut cmd: Command, args: &[&str], scratch: &Path) -> Proc {
+        use std::io::BufRead;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let stderr = scratch.join(format!("stderr-{}.txt", N.fetch_add(1, Ordering::Relaxed)));
+        let file = std::fs::File::create(&stderr).expect("cannot create a stderr file");
+        if let Ok(filter) = std::env::var("DUET_TEST_LOG") {
+            cmd.env("RUST_LOG", filter);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("cannot spawn the duet binary");
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Proc {
+            child,
+            args: args.join(" "),
+            lines,
+            reader: Some(reader),
+            seen: Vec::new(),
+            stderr,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the process wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// The next line on stdout; panics if none comes within [`PROC_TIMEOUT`].
+    #[track_caller]
+    pub fn line(&mut self) -> String {
+        match self.lines.recv_timeout(PROC_TIMEOUT) {
+            Ok(l) => {
+                self.seen.push(l.clone());
+                l
+            }
+            Err(e) => panic!(
+                "`duet {}` printed no line ({e:?}); stdout so far:\n{}\nstderr:\n{}",
+                self.args,
+                self.seen.join("\n"),
+                self.stderr()
+            ),
+        }
+    }
+
+    /// The next line on stdout, parsed as JSON.
+    #[track_caller]
+    pub fn json_line(&mut self) -> Value {
+        let l = self.line();
+        serde_json::from_str(&l)
+            .unwrap_or_else(|e| panic!("`duet {}` printed a line that is not JSON ({e}): {l}", self.args))
+    }
+
+    /// Sends a signal (`INT`, `TERM`, `KILL`, ...) with the `kill` command.
+    #[track_caller]
+    pub fn signal(&self, sig: &str) {
+        // A process that already exited is not an error here: the status of
+        // `kill` is not checked.
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("cannot run kill");
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_timeout(&mut self, timeout: std::time::Duration) -> Option<ExitStatus> {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("cannot wait for duet") {
+                return Some(s);
+            }
+            if std::time::Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Waits (up to [`PROC_TIMEOUT`]) for the process to exit and returns
+    /// everything it printed, as a [`Run`].
+    #[track_caller]
+    pub fn finish(mut self) -> Run {
+        let Some(status) = self.wait_timeout(PROC_TIMEOUT) else {
+            panic!(
+                "`duet {}` did not exit within {PROC_TIMEOUT:?}; stdout so far:\n{}\nstderr:\n{}",
+                self.args,
+                self.seen.join("\n"),
+                self.stderr()
+            );
+        };
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let mut stdout: Vec<String> = std::mem::take(&mut self.seen);
+        stdout.extend(self.lines.try_iter());
+        let mut text = stdout.join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        let stderr = self.stderr();
+        let args: Vec<String> = self.args.split(' ').map(str::to_string).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Run::new(
+            &args,
+            Output {
+                status,
+                stdout: text.into_bytes(),
+                stderr: stderr.into_bytes(),
+            },
+        )
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The one `error: ` line of a failed run that may have printed on stdout
+/// before failing (`pair host` prints its code first): a non-zero exit, not a
+/// signal, exactly one line on stderr, no panic.
+#[track_caller]
+pub fn error_line(run: &Run) -> String {
+    assert!(
+        run.status.code().is_some_and(|c| c != 0),
+        "`duet {}` should have failed with an exit code, got {:?}\nstdout:\n{}\nstderr:\n{}",
+        run.args,
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert!(
+        lines.len() == 1 && lines[0].starts_with("error: "),
+        "`duet {}` should print one `error: ` line on stderr, got:\n{}",
+        run.args,
+        run.stderr
+    );
+    lines[0].to_string()
+}
+
+/// Starts `duet pair host --listen 127.0.0.1:0 --json` on `host`; returns the
+/// process, the code and the address from its first line.
+#[track_caller]
+pub fn pair_host(host: &TestHome) -> (Proc, String, String) {
+    let mut p = host.spawn(&["pair", "host", "--listen", "127.0.0.1:0", "--json"]);
+    let first = p.json_line();
+    let (code, addr) = (str_of(&first, "code"), str_of(&first, "address"));
+    (p, code, addr)
+}
+
+/// Pairs `joiner` into `host`'s space (`extra` goes to `pair join`, such as
+/// `--same-person`); both must succeed. Returns what each printed as JSON
+/// (host, joiner).
+#[track_caller]
+pub fn pair(host: &TestHome, joiner: &TestHome, extra: &[&str]) -> (Value, Value) {
+    let (p, code, addr) = pair_host(host);
+    let mut args = vec!["pair", "join", code.as_str(), addr.as_str()];
+    args.extend_from_slice(extra);
+    let joined = joiner.json(&args);
+    let out = p.finish().success();
+    let hosted: Value = serde_json::from_str(out.lines().nth(1).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("`pair host` gave no JSON outcome ({e}):\n{out}"));
+    (hosted, joined)
+}
+
+/// A running `duet serve --listen 127.0.0.1:0`, and the address it reported.
+pub struct Serve {
+    /// The process (killed when dropped).
+    pub proc: Proc,
+    /// `host:port`, from its first line.
+    pub addr: String,
+    /// When it said it listens.
+    pub since: std::time::Instant,
+}
+
+/// How long a fresh `serve` may take to install its signal handlers after it
+/// says it listens (it says so first: see
+/// `serve::serve_stops_cleanly_on_a_signal_sent_as_soon_as_it_listens`).
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
+impl Serve {
+    /// Stops the server with `signal` (`INT` or `TERM`), no sooner than
+    /// [`SETTLE`] after it started, and returns how it ended.
+    pub fn stop(self, signal: &str) -> Run {
+        std::thread::sleep(SETTLE.saturating_sub(self.since.elapsed()));
+        self.proc.signal(signal);
+        self.proc.finish()
+    }
+}
+
+/// Starts `duet serve --listen 127.0.0.1:0 --json` on `home` with `extra`
+/// arguments (such as `--peer ADDR`), and waits until it listens.
+#[track_caller]
+pub fn serve(home: &TestHome, extra: &[&str]) -> Serve {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--json"];
+    args.extend_from_slice(extra);
+    let mut proc = home.spawn(&args);
+    let addr = str_of(&proc.json_line(), "listening");
+    Serve {
+        proc,
+        addr,
+        since: std::time::Instant::now(),
+    }
+}
+
+/// Everything a home holds of the shared space, to compare two homes: the
+/// JSON export without its time stamp.
+#[track_caller]
+pub fn shared(home: &TestHome) -> Value {
+    let mut export: Value =
+        serde_json::from_str(&home.ok(&["export", "--format", "json"])).expect("export is JSON");
+    export
+        .as_object_mut()
+        .expect("export is an object")
+        .remove("exported_at");
+    export
+}
+
+/// This device's id, from `status --json`.
+pub fn device_id(h: &TestHome) -> String {
+    str_of(&h.json(&["status"])["device"], "id")
+}
+
+/// The devices of `h`'s space as (id, seat, name), sorted.
+pub fn devices(h: &TestHome) -> std::collections::BTreeSet<(String, String, String)> {
+    h.json(&["device", "list"])
+        .as_array()
+        .expect("device list is an array")
+        .iter()
+        .map(|d| (str_of(d, "id"), str_of(d, "seat"), str_of(d, "name")))
+        .collect()
+}
+
+/// The titles of `h`'s issues.
+pub fn titles(h: &TestHome) -> std::collections::BTreeSet<String> {
+    h.issues().iter().map(|i| str_of(i, "title")).collect()
+}
+
+/// Alex (`alex-laptop`, the host) and Blair (`blair-laptop`), paired, with
+/// `before` run on each home first (for entries written before pairing).
+#[track_caller]
+pub fn couple(before: impl Fn(&TestHome)) -> (TestHome, TestHome) {
+    let alex = TestHome::named("Alex", "alex-laptop");
+    let blair = TestHome::named("Blair", "blair-laptop");
+    before(&alex);
+    before(&blair);
+    pair(&alex, &blair, &[]);
+    (alex, blair)
+}

@@ -141,19 +141,33 @@ pub fn sync(dir: &Path, json: bool, addr: Option<String>) -> Result<()> {
         }
     };
     let home = Arc::new(Mutex::new(home));
+    // Every device is tried; one that cannot be reached does not stop the rest.
     let mut reports = Vec::new();
+    let mut failures = Vec::new();
     for t in &targets {
-        let r = rt
-            .block_on(duet::sync_once(home.clone(), *t))
-            .with_context(|| format!("sync with {t}"))?;
-        reports.push(r);
+        match rt.block_on(duet::sync_once(home.clone(), *t)) {
+            Ok(r) => reports.push((*t, r)),
+            Err(e) => failures.push(format!("{t} ({e})")),
+        }
     }
-    let text: String = targets
+    let text: String = reports
         .iter()
-        .zip(&reports)
         .map(|(t, r)| format!("Synced with {} at {t}: {}.\n", r.peer.short(), moved(r)))
         .collect();
-    say(json, serde_json::to_value(&reports)?, text)
+    let json_reports: Vec<&duet::SyncReport> = reports.iter().map(|(_, r)| r).collect();
+    if !reports.is_empty() || failures.is_empty() {
+        say(json, serde_json::to_value(&json_reports)?, text)?;
+    }
+    match failures.as_slice() {
+        [] => Ok(()),
+        [one] if targets.len() == 1 => Err(anyhow!("sync with {one}")),
+        many => Err(anyhow!(
+            "could not sync with {} of {} devices: {}",
+            many.len(),
+            targets.len(),
+            many.join("; ")
+        )),
+    }
 }
 
 /// `duet serve`
@@ -177,6 +191,9 @@ pub fn serve(dir: &Path, json: bool, listen: String, peers: Vec<String>) -> Resu
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     rt.block_on(async move {
+        // Signal handlers first: a signal sent the moment `serve` says it is
+        // listening must already stop it cleanly.
+        let stop_signal = stop_signal()?;
         let server = tokio::spawn(duet::serve(home, opts, stop_rx, Some(ready_tx)));
         if let Ok(addr) = ready_rx.await {
             let _ = say(
@@ -185,29 +202,41 @@ pub fn serve(dir: &Path, json: bool, listen: String, peers: Vec<String>) -> Resu
                 format!("Serving at {addr}; Ctrl-C stops.\n"),
             );
         }
-        let stopped = tokio::select! {
-            r = tokio::signal::ctrl_c() => r.map(|()| true).unwrap_or(false),
-            _ = stop_on_terminate() => true,
-        };
-        if stopped {
+        let stopper = async {
+            stop_signal.await;
             let _ = stop_tx.send(true);
-        }
-        server
-            .await
+        };
+        tokio::pin!(server);
+        let result = tokio::select! {
+            r = &mut server => r,
+            () = stopper => (&mut server).await,
+        };
+        result
             .map_err(|e| anyhow!("the server task failed: {e}"))?
             .map_err(anyhow::Error::from)
     })?;
     say(json, serde_json::json!({ "stopped": true }), "Stopped.\n".into())
 }
 
-/// Resolves on SIGTERM (Unix), so `kill` ends `serve` as cleanly as Ctrl-C.
-async fn stop_on_terminate() {
+/// A future that resolves on Ctrl-C or SIGTERM; the handlers are installed when
+/// this returns.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            s.recv().await;
-            return;
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle Ctrl-C")?;
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
     }
-    std::future::pending::<()>().await
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
 }

@@ -27,7 +27,7 @@ pub enum Error {
     #[error(transparent)]
     Sync(#[from] duet_sync::net::driver::DriveError),
     /// Pairing failed.
-    #[error("pairing failed: {0}")]
+    #[error(transparent)]
     Pairing(#[from] duet_sync::proto::pairing::PairingError),
     /// The system gave no randomness.
     #[error("the system's random number source failed: {0}")]

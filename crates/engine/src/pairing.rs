@@ -109,6 +109,13 @@ async fn send_all(send: &mut quinn::SendStream, mut next: impl FnMut() -> Option
     Ok(())
 }
 
+/// Finishes the stream and waits (briefly) until the peer has received it.
+async fn finish_and_wait(send: &mut quinn::SendStream) {
+    if send.finish().is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(3), send.stopped()).await;
+    }
+}
+
 async fn next_frame(recv: &mut quinn::RecvStream, decoder: &mut FrameDecoder) -> Result<Frame> {
     let mut buf = [0u8; 4096];
     loop {
@@ -194,14 +201,21 @@ impl PairHost {
         let mut host = PairingHost::new(&self.code, me, peer, binding(&conn)?, random()?);
         let mut decoder = FrameDecoder::new();
         let requested = loop {
-            send_all(&mut send, || host.poll_transmit()).await?;
+            // A peer that stopped reading may have sent an Abort: read on to find it.
+            if let Err(e) = send_all(&mut send, || host.poll_transmit()).await {
+                tracing::debug!(error = %e, "pairing peer stopped reading");
+            }
             let frame = next_frame(&mut recv, &mut decoder).await?;
             match host.handle(&frame) {
                 Ok(Some(r)) => break r,
                 Ok(None) => {}
                 Err(e) => {
-                    send_all(&mut send, || host.poll_transmit()).await?;
-                    let _ = send.finish();
+                    // Deliver the Abort before closing, so both sides name the cause.
+                    // A peer that stopped reading may have sent an Abort: read on to find it.
+                    if let Err(e) = send_all(&mut send, || host.poll_transmit()).await {
+                        tracing::debug!(error = %e, "pairing peer stopped reading");
+                    }
+                    finish_and_wait(&mut send).await;
                     return Err(e.into());
                 }
             }
@@ -325,14 +339,20 @@ async fn join_on(
     let mut joiner = PairingJoiner::new(&code, me, peer, binding(conn)?, request, random()?)?;
     let mut decoder = FrameDecoder::new();
     let paired = loop {
-        send_all(&mut send, || joiner.poll_transmit()).await?;
+        // A peer that stopped reading may have sent an Abort: read on to find it.
+        if let Err(e) = send_all(&mut send, || joiner.poll_transmit()).await {
+            tracing::debug!(error = %e, "pairing peer stopped reading");
+        }
         let frame = next_frame(&mut recv, &mut decoder).await?;
         match joiner.handle(&frame) {
             Ok(Some(JoinerEvent::Paired(p))) => break p,
             Ok(Some(JoinerEvent::Confirmed { .. })) | Ok(None) => {}
             Err(e) => {
-                send_all(&mut send, || joiner.poll_transmit()).await?;
-                let _ = send.finish();
+                // A peer that stopped reading may have sent an Abort: read on to find it.
+                if let Err(e) = send_all(&mut send, || joiner.poll_transmit()).await {
+                    tracing::debug!(error = %e, "pairing peer stopped reading");
+                }
+                finish_and_wait(&mut send).await;
                 return Err(e.into());
             }
         }

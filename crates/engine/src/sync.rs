@@ -307,8 +307,11 @@ pub async fn serve(
         let mut stop = stop.clone();
         let mut synced = changed_rx.clone();
         let poll = opts.poll;
+        // The starting point is read now, so an edit made by another process
+        // right after `serve` starts is noticed on the first tick.
+        let first = lock(&home)?.store_mut().data_version().ok();
         tasks.spawn(async move {
-            let mut last = None;
+            let mut last = first;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(poll) => {}
@@ -317,7 +320,7 @@ pub async fn serve(
                 let Ok(mut h) = lock(&home) else { return };
                 let version = h.store_mut().data_version().ok();
                 let elsewhere = version != last;
-                if elsewhere && last.is_some() {
+                if elsewhere {
                     h.notify_changed();
                 }
                 last = version;
