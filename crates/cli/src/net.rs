@@ -185,7 +185,9 @@ pub fn serve(dir: &Path, json: bool, listen: String, peers: Vec<String>) -> Resu
     let opts = ServeOptions {
         listen: address(&listen)?,
         peers: dial,
-        poll: std::time::Duration::from_millis(100),
+        // Edits by other `duet` processes are noticed by polling SQLite's
+        // data_version: a cheap query, so often.
+        poll: std::time::Duration::from_millis(25),
     };
     let home = Arc::new(Mutex::new(home));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -72,6 +72,12 @@ pub(crate) fn values_conflict(
     field: &str,
     values: Vec<access::SetValue>,
 ) -> Option<Conflict> {
+    // Most fields hold one value: decide that before looking up any author,
+    // which reads the membership.
+    let first = render(&values.first()?.value);
+    if values.iter().all(|v| render(&v.value) == first) {
+        return None;
+    }
     let mut shown: Vec<ConflictValue> = Vec::new();
     for v in values {
         let value = render(&v.value);
@@ -80,8 +86,7 @@ pub(crate) fn values_conflict(
             shown.push(ConflictValue { value, set_by });
         }
     }
-    let first = shown.first()?.value.clone();
-    shown.iter().any(|v| v.value != first).then(|| Conflict {
+    Some(Conflict {
         field: field.to_string(),
         values: shown,
     })

@@ -36,6 +36,12 @@ impl DeviceId {
         ActorId::from(self.as_bytes().as_slice())
     }
 
+    /// True if `actor` is this device's actor: a byte comparison, with none of the
+    /// curve-point decoding of [`DeviceId::from_actor`].
+    pub fn is_actor(&self, actor: &ActorId) -> bool {
+        actor.to_bytes() == self.as_bytes().as_slice()
+    }
+
     /// The device that wrote as `actor`, if the actor id is a device key.
     pub fn from_actor(actor: &ActorId) -> Option<DeviceId> {
         DeviceId::from_bytes(actor.to_bytes())

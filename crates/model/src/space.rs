@@ -112,8 +112,10 @@ pub fn devices(doc: &impl ReadDoc) -> Vec<Member> {
 
 /// The seat of the device that wrote as `actor`.
 pub fn seat_of_actor(doc: &impl ReadDoc, actor: &ActorId) -> Option<Seat> {
-    let device = DeviceId::from_actor(actor)?;
-    devices(doc).into_iter().find(|d| d.id == device).map(|d| d.seat)
+    devices(doc)
+        .into_iter()
+        .find(|d| d.id.is_actor(actor))
+        .map(|d| d.seat)
 }
 
 /// Who wrote as `actor`, as shown to people.

@@ -134,7 +134,7 @@ impl Store {
         let me = self.device.device_id();
         if let Some(tip) = new
             .iter()
-            .filter(|c| DeviceId::from_actor(c.actor_id()) == Some(me))
+            .filter(|c| me.is_actor(c.actor_id()))
             .max_by_key(|c| c.seq())
         {
             attestations.push(self.device.attest(&tip.hash()));

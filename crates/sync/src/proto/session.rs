@@ -340,8 +340,14 @@ impl Session {
             .map_err(|e| SyncError::Automerge(e.to_string()))?;
         let new = doc.get_changes(&before);
         verify::check_new_changes(doc, &new, &self.seen, &self.verified, &self.peer)?;
-        // What is in the document now no longer waits.
-        self.seen.retain(|h, _| doc.get_change_by_hash(h).is_none());
+        // What was applied no longer waits; and once automerge holds nothing
+        // back for missing dependencies, nothing does.
+        for c in &new {
+            self.seen.remove(&c.hash());
+        }
+        if doc.get_missing_deps(&[]).is_empty() {
+            self.seen.clear();
+        }
         self.stats.changes_in += new.len();
         if new.is_empty() {
             return Ok(Vec::new());

@@ -112,9 +112,7 @@ pub fn check_new_changes(
     let members = Membership::of(doc);
     for c in new {
         match members.check_change(c.actor_id(), c.seq()) {
-            Err(ChangeRefusal::Revoked(who))
-                if DeviceId::from_actor(c.actor_id()).is_some_and(|d| d != *peer) =>
-            {
+            Err(ChangeRefusal::Revoked(who)) if !peer.is_actor(c.actor_id()) => {
                 tracing::warn!(device = %who, "accepting a revoked device's change relayed by a member");
             }
             other => other?,
@@ -137,7 +135,7 @@ pub fn check_new_changes(
                 continue;
             }
             let Some(c) = graph.get(&h) else { continue };
-            if DeviceId::from_actor(c.actor_id()) == Some(a.device) {
+            if a.device.is_actor(c.actor_id()) {
                 covered.insert(h);
             }
             queue.extend(c.deps().iter().copied());
