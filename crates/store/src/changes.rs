@@ -191,10 +191,23 @@ impl Store {
         let (tail, last) = self.changes_after(seq)?;
         if let Some(c) = self.cache.as_mut() {
             if !tail.is_empty() {
-                c.doc.apply_changes(tail).map_err(|e| StoreError::Damaged {
-                    path: self.path.clone(),
-                    detail: format!("a stored change does not apply: {e}"),
-                })?;
+                // Automerge panics on some malformed changes; a damaged log must
+                // give a clear error instead.
+                let doc = &mut c.doc;
+                let applied =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.apply_changes(tail)));
+                let detail = match applied {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(format!("a stored change does not apply: {e}")),
+                    Err(_) => Some("a stored change is malformed".to_string()),
+                };
+                if let Some(detail) = detail {
+                    self.cache = None;
+                    return Err(StoreError::Damaged {
+                        path: self.path.clone(),
+                        detail,
+                    });
+                }
             }
             c.seq = last.max(c.seq);
         }
@@ -215,7 +228,9 @@ impl Store {
             .optional()
             .map_err(|e| self.err(e))?;
         if let Some((upto, bytes)) = snapshot {
-            match Automerge::load(&bytes) {
+            let loaded = std::panic::catch_unwind(|| Automerge::load(&bytes))
+                .unwrap_or_else(|_| Err(automerge::AutomergeError::Fail));
+            match loaded {
                 Ok(doc) => {
                     return Ok(Cached {
                         doc: doc.with_actor(device.actor()),

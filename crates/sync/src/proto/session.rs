@@ -79,6 +79,19 @@ pub enum SyncError {
     Timeout,
 }
 
+/// Runs automerge on bytes from a peer, turning a panic inside automerge into a
+/// refusal. Automerge 0.12 panics on some malformed changes (found by fuzzing:
+/// `fuzz/known-crashes/`); a peer must not be able to crash this device with
+/// one. The caller discards the document on any error, so the half-applied
+/// state a panic may leave is never kept.
+fn contained<T>(f: impl FnOnce() -> T) -> Result<T, SyncError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| {
+        SyncError::Refused(VerifyError::Malformed(
+            "automerge could not process the changes".into(),
+        ))
+    })
+}
+
 /// What happened, for the driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -326,7 +339,7 @@ impl Session {
         verify::check_signatures(&s.attestations)?;
         let message = sync::Message::decode(&s.message).map_err(|e| VerifyError::Malformed(e.to_string()))?;
         for chunk in message.changes.iter() {
-            for c in verify::parse_chunks(chunk)? {
+            for c in contained(|| verify::parse_chunks(chunk))?? {
                 self.seen.insert(c.hash(), c);
             }
         }
@@ -336,9 +349,12 @@ impl Session {
             }
         }
         let before = doc.get_heads();
-        doc.receive_sync_message(&mut self.state, message)
-            .map_err(|e| SyncError::Automerge(e.to_string()))?;
-        let new = doc.get_changes(&before);
+        let state = &mut self.state;
+        let new = contained(|| {
+            doc.receive_sync_message(state, message)
+                .map(|()| doc.get_changes(&before))
+        })?
+        .map_err(|e| SyncError::Automerge(e.to_string()))?;
         verify::check_new_changes(doc, &new, &self.seen, &self.verified, &self.peer)?;
         // What was applied no longer waits; and once automerge holds nothing
         // back for missing dependencies, nothing does.
