@@ -1,0 +1,677 @@
+//! A simulated device: what its store holds (the document as of the last
+//! accepted write, the newest attestation per device, the sync state saved per
+//! peer) and the random edits its partner makes on it.
+//!
+//! The store's rules are kept exactly: a local edit is one write that signs the
+//! device's newest change; a received frame is applied inside a write that is
+//! kept only if the session accepts it, together with the attestations the
+//! session verified; a refused write drops the in-memory document, which is
+//! reloaded from what was stored.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::{Automerge, ChangeHash, ReadDoc};
+use duet_model::{
+    AgreementKind, Attestation, CheckInEntry, DeviceId, DeviceSecret, Editor, Founder, IssueEdit,
+    IssueStatus, ItemId, NewIssue, Outcome, Owner, Rating, Seat, TimeKind, Week, space,
+};
+
+use super::rng::Rng;
+
+/// The space every simulated device keeps.
+pub(crate) const SPACE_ID: &str = "5eed";
+/// Virtual time zero, as wall-clock milliseconds written into the record.
+pub(crate) const T0: i64 = 1_764_000_000_000;
+/// The weeks check-ins are written for: few, so devices often start the same one.
+pub(crate) const WEEKS: [&str; 2] = ["2026-W47", "2026-W48"];
+/// The tags issues get: few, so devices often add the same one.
+const TAGS: [&str; 3] = ["chores", "money", "family"];
+/// The seat of each device: the founder (a), the partner's phone (b), the
+/// founder's second device (a), the partner's second device (b).
+const SEATS: [Seat; 4] = [Seat::A, Seat::B, Seat::A, Seat::B];
+/// Device names, for the record.
+const NAMES: [&str; 4] = ["laptop", "phone", "tablet", "desktop"];
+
+/// One edit a partner makes on one device.
+#[derive(Debug, Clone)]
+pub(crate) enum Edit {
+    AddIssue,
+    Retitle(ItemId),
+    Rewrite(ItemId, String),
+    SetStatus(ItemId, IssueStatus),
+    Tag(ItemId, &'static str),
+    AddNote(ItemId),
+    AddStep(ItemId, Owner),
+    AcceptStep(ItemId, ItemId),
+    CompleteStep(ItemId, ItemId, Outcome),
+    CheckIn(usize, Entry),
+    AddAgreement(AgreementKind),
+    AcceptAgreement(ItemId),
+    ReviseAgreement(ItemId),
+}
+
+/// A check-in entry, its text chosen when it is written.
+#[derive(Debug, Clone)]
+pub(crate) enum Entry {
+    Appreciation,
+    WentWell,
+    Rating(u8),
+    Time(TimeKind, u32),
+    Request,
+    Agenda(ItemId),
+}
+
+impl Edit {
+    /// A short name of the kind of edit, for counts.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Edit::AddIssue => "add issue",
+            Edit::Retitle(_) => "edit title",
+            Edit::Rewrite(..) => "edit body",
+            Edit::SetStatus(..) => "set status",
+            Edit::Tag(..) => "tag issue",
+            Edit::AddNote(_) => "add note",
+            Edit::AddStep(..) => "add step",
+            Edit::AcceptStep(..) => "accept step",
+            Edit::CompleteStep(..) => "complete step",
+            Edit::CheckIn(..) => "check-in",
+            Edit::AddAgreement(_) => "add agreement",
+            Edit::AcceptAgreement(_) => "accept agreement",
+            Edit::ReviseAgreement(_) => "edit agreement",
+        }
+    }
+}
+
+/// Every edit that must survive: what each device created, checked on every
+/// device after the final heal.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    counter: u64,
+    pub(crate) issues: Vec<ItemId>,
+    pub(crate) notes: Vec<(ItemId, String, Seat)>,
+    pub(crate) steps: Vec<(ItemId, ItemId)>,
+    pub(crate) accepted_steps: Vec<(ItemId, ItemId, Seat)>,
+    pub(crate) done_steps: Vec<(ItemId, ItemId)>,
+    pub(crate) tags: Vec<(ItemId, &'static str)>,
+    pub(crate) lists: Vec<(usize, Seat, &'static str, String)>,
+    pub(crate) agenda: Vec<(usize, Seat, ItemId)>,
+    pub(crate) minutes: BTreeMap<(usize, Seat), u32>,
+    pub(crate) agreements: Vec<ItemId>,
+    pub(crate) weeks: BTreeSet<usize>,
+}
+
+impl Ledger {
+    fn next(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+}
+
+/// One device of the couple and its store.
+pub(crate) struct Device {
+    /// Its index in the simulation.
+    pub(crate) index: usize,
+    key: DeviceSecret,
+    /// Its id (public key).
+    pub(crate) id: DeviceId,
+    /// Whose device it is.
+    pub(crate) seat: Seat,
+    /// The document as of the last accepted write (plus, like the store's
+    /// in-memory copy, changes automerge holds back until their dependencies
+    /// arrive; a reload keeps those, as the store's snapshots do).
+    pub(crate) doc: Automerge,
+    /// The newest attestation per device, with the sequence number it signs.
+    atts: BTreeMap<[u8; 32], (u64, Attestation)>,
+    /// The sync state saved for each peer (by index) at the end of a session.
+    pub(crate) sync_states: BTreeMap<usize, Vec<u8>>,
+    /// False while the device is down (crashed, not yet restarted).
+    pub(crate) up: bool,
+    /// Its side of the current partition (all 0 when there is none).
+    pub(crate) group: u8,
+    /// Per author, the highest sequence number of a change this store holds
+    /// that no stored attestation vouched for when it was written.
+    unvouched: BTreeMap<[u8; 32], u64>,
+}
+
+/// The couple's `n` devices (3 or 4): the founder makes the space, adds the
+/// other devices and a little shared history (two issues with a step each, an
+/// agreement, a check-in), and every other device starts from a copy of its
+/// document, as pairing leaves it.
+pub(crate) fn couple(n: usize, rng: &mut Rng, ledger: &mut Ledger) -> Result<Vec<Device>, String> {
+    let keys: Vec<DeviceSecret> = (0..n)
+        .map(|i| DeviceSecret::from_bytes(&[i as u8 + 1; 32]))
+        .collect();
+    let ids: Vec<DeviceId> = keys.iter().map(DeviceSecret::device_id).collect();
+    let mut doc = Automerge::new().with_actor(ids[0].actor());
+    let founder = Founder {
+        space_id: SPACE_ID.into(),
+        name: "Sam".into(),
+        device: ids[0],
+        device_name: NAMES[0].into(),
+    };
+    space::create(&mut doc, &founder, T0).map_err(|e| format!("creating the space: {e}"))?;
+    let mut keys = keys.into_iter();
+    let Some(founder_key) = keys.next() else {
+        return Err("a couple needs at least one device".into());
+    };
+    let mut devices: Vec<Device> = Vec::new();
+    let mut first = Device {
+        index: 0,
+        key: founder_key,
+        id: ids[0],
+        seat: SEATS[0],
+        doc,
+        atts: BTreeMap::new(),
+        sync_states: BTreeMap::new(),
+        up: true,
+        group: 0,
+        unvouched: BTreeMap::new(),
+    };
+    first.sign_all();
+    for (i, id) in ids.iter().enumerate().skip(1) {
+        let before = first.doc.get_heads();
+        Editor::new(&mut first.doc, Seat::A, T0)
+            .add_device(*id, SEATS[i], NAMES[i])
+            .map_err(|e| format!("adding device {i}: {e}"))?;
+        first.sign_local(&before);
+    }
+    Editor::new(&mut first.doc, Seat::A, T0)
+        .set_partner_name(Seat::B, "Alex")
+        .map_err(|e| format!("naming the partner: {e}"))?;
+    for _ in 0..2 {
+        first.apply(&Edit::AddIssue, ledger, rng, 0)?;
+    }
+    let shared: Vec<ItemId> = ledger.issues.clone();
+    for issue in &shared {
+        first.apply(&Edit::AddStep(issue.clone(), Owner::Both), ledger, rng, 0)?;
+    }
+    first.apply(&Edit::AddAgreement(AgreementKind::Boundary), ledger, rng, 0)?;
+    first.apply(&Edit::CheckIn(0, Entry::Appreciation), ledger, rng, 0)?;
+    first.sign_all();
+    for (i, key) in keys.enumerate().map(|(i, k)| (i + 1, k)) {
+        devices.push(Device {
+            index: i,
+            key,
+            id: ids[i],
+            seat: SEATS[i],
+            doc: first.doc.clone().with_actor(ids[i].actor()),
+            atts: first.atts.clone(),
+            sync_states: BTreeMap::new(),
+            up: true,
+            group: 0,
+            unvouched: BTreeMap::new(),
+        });
+    }
+    devices.insert(0, first);
+    Ok(devices)
+}
+
+impl Device {
+    /// Signs this device's newest change, whatever it is.
+    fn sign_all(&mut self) {
+        self.sign_local(&[]);
+    }
+
+    /// Signs this device's newest change among those made since `before`, as
+    /// the store does at the end of every write.
+    fn sign_local(&mut self, before: &[ChangeHash]) {
+        // Change metadata comes from automerge's change graph; whole changes
+        // would be rebuilt from the op set, which costs far more.
+        let me = self.id.actor();
+        let tip = self
+            .doc
+            .get_changes_meta(before)
+            .into_iter()
+            .filter(|c| *c.actor == me)
+            .max_by_key(|c| c.seq)
+            .map(|c| (c.hash, c.seq));
+        if let Some((hash, seq)) = tip {
+            let a = self.key.attest(&hash);
+            self.put_attestation(a, seq);
+        }
+    }
+
+    fn put_attestation(&mut self, a: Attestation, seq: u64) {
+        let key = *a.device.as_bytes();
+        if self.atts.get(&key).is_none_or(|(s, _)| *s < seq) {
+            self.atts.insert(key, (seq, a));
+        }
+    }
+
+    /// Keeps attestations a session verified, for changes now in the document
+    /// (the store keeps the newest per device).
+    pub(crate) fn keep(&mut self, atts: &[Attestation]) {
+        for a in atts {
+            if let Some(seq) = self.doc.get_change_meta_by_hash(&a.hash).map(|c| c.seq) {
+                self.put_attestation(*a, seq);
+            }
+        }
+    }
+
+    /// The newest attestation of every device, as the store lists them.
+    pub(crate) fn attestations(&self) -> Vec<Attestation> {
+        self.atts.values().map(|(_, a)| *a).collect()
+    }
+
+    /// Reloads the document from the store: what was written survives, and
+    /// so do held-back changes, since the store's snapshots are automerge's
+    /// `save()`, which keeps them.
+    pub(crate) fn reload(&mut self) -> Result<(), String> {
+        let bytes = self.doc.save();
+        let doc = Automerge::load(&bytes)
+            .map_err(|e| format!("device {} cannot reload its document: {e}", self.index))?;
+        self.doc = doc.with_actor(self.id.actor());
+        Ok(())
+    }
+
+    /// Notes the changes written since `before` that no stored attestation
+    /// vouches for (an attestation of a device's change vouches for all of its
+    /// changes with a lower sequence number). True if there is such a change.
+    pub(crate) fn note_unvouched(&mut self, before: &[ChangeHash]) -> bool {
+        let mut found = false;
+        for c in self.doc.get_changes_meta(before) {
+            let Ok(author) = <[u8; 32]>::try_from(c.actor.to_bytes()) else {
+                continue;
+            };
+            let stored = self.atts.get(&author).map_or(0, |(s, _)| *s);
+            if c.seq > stored {
+                found = true;
+                let e = self.unvouched.entry(author).or_default();
+                *e = (*e).max(c.seq);
+            }
+        }
+        found
+    }
+
+    /// True if this store holds any change no stored attestation vouches for.
+    pub(crate) fn has_any_unvouched(&self) -> bool {
+        self.unvouched
+            .iter()
+            .any(|(author, seq)| *seq > self.atts.get(author).map_or(0, |(s, _)| *s))
+    }
+
+    /// True if this store holds a change by the device `short` (its short id)
+    /// that no stored attestation vouches for.
+    pub(crate) fn has_unvouched(&self, short: &str) -> bool {
+        self.unvouched.iter().any(|(author, seq)| {
+            let covered = self.atts.get(author).map_or(0, |(s, _)| *s);
+            *seq > covered && DeviceId::from_bytes(author).is_some_and(|d| d.short() == short)
+        })
+    }
+
+    /// True if the sync state saved for `peer` names, as held by both, a
+    /// change this store does not hold.
+    pub(crate) fn state_names_unknown(&self, peer: usize) -> bool {
+        self.sync_states
+            .get(&peer)
+            .and_then(|b| automerge::sync::State::decode(b).ok())
+            .is_some_and(|s| {
+                s.shared_heads
+                    .iter()
+                    .any(|h| self.doc.get_change_meta_by_hash(h).is_none())
+            })
+    }
+
+    /// The heads, sorted.
+    pub(crate) fn heads(&self) -> Vec<ChangeHash> {
+        let mut h = self.doc.get_heads();
+        h.sort();
+        h
+    }
+
+    /// A random edit this device can make on what it holds, if any.
+    pub(crate) fn random_edit(&self, rng: &mut Rng) -> Option<Edit> {
+        let view = View::of(&self.doc);
+        let issues: Vec<&ItemId> = view.issues.iter().map(|(i, _)| i).collect();
+        let pick_issue = |rng: &mut Rng| rng.pick(&issues).map(|i| (*i).clone());
+        let steps: Vec<(&ItemId, &ItemId, Owner)> = view
+            .issues
+            .iter()
+            .flat_map(|(i, steps)| steps.iter().map(move |(s, o)| (i, s, *o)))
+            .collect();
+        // Weights: issues and check-ins most, so the same items see concurrent
+        // edits often.
+        let roll = rng.below(30);
+        let edit = match roll {
+            0..=2 => Edit::AddIssue,
+            3 => Edit::Retitle(pick_issue(rng)?),
+            4..=5 => Edit::Rewrite(pick_issue(rng)?, body(rng)),
+            6..=8 => Edit::SetStatus(pick_issue(rng)?, *rng.pick(IssueStatus::ALL)?),
+            9 => Edit::Tag(pick_issue(rng)?, rng.pick(&TAGS)?),
+            10..=12 => Edit::AddNote(pick_issue(rng)?),
+            13..=14 => Edit::AddStep(pick_issue(rng)?, owner(rng)),
+            15 => {
+                let mine: Vec<&(&ItemId, &ItemId, Owner)> =
+                    steps.iter().filter(|(_, _, o)| o.includes(self.seat)).collect();
+                let (i, s, _) = rng.pick(&mine)?;
+                Edit::AcceptStep((*i).clone(), (*s).clone())
+            }
+            16 => {
+                let (i, s, _) = rng.pick(&steps)?;
+                Edit::CompleteStep((*i).clone(), (*s).clone(), *rng.pick(Outcome::ALL)?)
+            }
+            17..=25 => {
+                let week = rng.index(WEEKS.len());
+                let entry = match rng.below(6) {
+                    0 => Entry::Appreciation,
+                    1 => Entry::WentWell,
+                    2 => Entry::Rating(rng.range(1, 10) as u8),
+                    3 => Entry::Time(*rng.pick(TimeKind::ALL)?, rng.range(1, 180) as u32),
+                    4 => Entry::Request,
+                    _ => Entry::Agenda(pick_issue(rng)?),
+                };
+                Edit::CheckIn(week, entry)
+            }
+            26 => Edit::AddAgreement(*rng.pick(AgreementKind::ALL)?),
+            27..=28 => Edit::AcceptAgreement(rng.pick(&view.agreements)?.clone()),
+            _ => Edit::ReviseAgreement(rng.pick(&view.agreements)?.clone()),
+        };
+        Some(edit)
+    }
+
+    /// Makes `edit` as one write at virtual time `now_ms`, recording what must
+    /// survive in `ledger`.
+    pub(crate) fn apply(
+        &mut self,
+        edit: &Edit,
+        ledger: &mut Ledger,
+        rng: &mut Rng,
+        now_ms: u64,
+    ) -> Result<(), String> {
+        let now = T0 + i64::try_from(now_ms).unwrap_or(i64::MAX - T0);
+        let seat = self.seat;
+        let before = self.doc.get_heads();
+        let n = ledger.next();
+        let who = self.index;
+        let mut e = Editor::new(&mut self.doc, seat, now);
+        let result = match edit {
+            Edit::AddIssue => {
+                let id = ItemId::from_random(rng.bytes8());
+                let new = NewIssue {
+                    title: format!("issue {n}"),
+                    body: "what happened".into(),
+                    ..Default::default()
+                };
+                e.add_issue(&id, &new).map(|()| ledger.issues.push(id))
+            }
+            Edit::Retitle(id) => {
+                let edit = IssueEdit {
+                    title: Some(format!("title {n} by device {who}")),
+                    ..Default::default()
+                };
+                e.edit_issue(id, &edit)
+            }
+            Edit::Rewrite(id, body) => {
+                let edit = IssueEdit {
+                    body: Some(body.clone()),
+                    ..Default::default()
+                };
+                e.edit_issue(id, &edit)
+            }
+            Edit::SetStatus(id, status) => e.set_status(id, *status),
+            Edit::Tag(id, tag) => e.tag_issue(id, tag).map(|()| ledger.tags.push((id.clone(), tag))),
+            Edit::AddNote(id) => {
+                let text = format!("note {n} by device {who}");
+                e.add_note(id, &text)
+                    .map(|()| ledger.notes.push((id.clone(), text, seat)))
+            }
+            Edit::AddStep(issue, owner) => {
+                let step = ItemId::from_random(rng.bytes8());
+                let text = format!("step {n} by device {who}");
+                e.add_step(issue, &step, &text, *owner, Some("2026-12-01"))
+                    .map(|()| {
+                        if owner.includes(seat) {
+                            ledger.accepted_steps.push((issue.clone(), step.clone(), seat));
+                        }
+                        ledger.steps.push((issue.clone(), step));
+                    })
+            }
+            Edit::AcceptStep(issue, step) => {
+                let key = (issue.clone(), step.clone());
+                e.accept_step(&key)
+                    .map(|()| ledger.accepted_steps.push((key.0, key.1, seat)))
+            }
+            Edit::CompleteStep(issue, step, outcome) => {
+                let key = (issue.clone(), step.clone());
+                e.complete_step(&key, *outcome)
+                    .map(|()| ledger.done_steps.push(key))
+            }
+            Edit::CheckIn(w, entry) => checkin(&mut e, ledger, *w, entry, seat, n, who),
+            Edit::AddAgreement(kind) => {
+                let id = ItemId::from_random(rng.bytes8());
+                e.add_agreement(&id, &format!("agreement {n}"), *kind)
+                    .map(|()| ledger.agreements.push(id))
+            }
+            Edit::AcceptAgreement(id) => e.accept_agreement(id).map(|_| ()),
+            Edit::ReviseAgreement(id) => e.edit_agreement(id, &format!("agreement text {n}")).map(|_| ()),
+        };
+        result.map_err(|e| format!("device {who} could not {}: {e}", edit.label()))?;
+        self.sign_local(&before);
+        Ok(())
+    }
+}
+
+fn checkin(
+    e: &mut Editor<'_>,
+    ledger: &mut Ledger,
+    w: usize,
+    entry: &Entry,
+    seat: Seat,
+    n: u64,
+    who: usize,
+) -> Result<(), duet_model::ModelError> {
+    let week: Week = WEEKS[w % WEEKS.len()].parse()?;
+    let (model_entry, list) = match entry {
+        Entry::Appreciation => (
+            CheckInEntry::Appreciation(format!("appreciation {n} by device {who}")),
+            Some("appreciations"),
+        ),
+        Entry::WentWell => (
+            CheckInEntry::WentWell(format!("went well {n} by device {who}")),
+            Some("went_well"),
+        ),
+        Entry::Rating(r) => (CheckInEntry::Rating(Rating::new(i64::from(*r))?), None),
+        Entry::Time(kind, minutes) => (CheckInEntry::Time(*kind, *minutes), None),
+        Entry::Request => (
+            CheckInEntry::Request(format!("request {n} by device {who}")),
+            None,
+        ),
+        Entry::Agenda(id) => (CheckInEntry::Agenda(id.clone()), None),
+    };
+    e.checkin(week, &model_entry)?;
+    ledger.weeks.insert(w);
+    match (&model_entry, list) {
+        (CheckInEntry::Appreciation(t) | CheckInEntry::WentWell(t), Some(list)) => {
+            ledger.lists.push((w, seat, list, t.clone()));
+        }
+        (CheckInEntry::Time(_, m), _) => *ledger.minutes.entry((w, seat)).or_default() += m,
+        (CheckInEntry::Agenda(id), _) => ledger.agenda.push((w, seat, id.clone())),
+        _ => {}
+    }
+    Ok(())
+}
+
+fn owner(rng: &mut Rng) -> Owner {
+    match rng.below(3) {
+        0 => Owner::Both,
+        1 => Owner::One(Seat::A),
+        _ => Owner::One(Seat::B),
+    }
+}
+
+/// A short body, so concurrent edits of the same body overlap.
+fn body(rng: &mut Rng) -> String {
+    let len = rng.range(0, 12) as usize;
+    (0..len)
+        .map(|_| match rng.below(4) {
+            0 => 'a',
+            1 => 'b',
+            2 => 'c',
+            _ => ' ',
+        })
+        .collect()
+}
+
+/// What a device holds that edits can target, read straight from the document
+/// (the model's typed reads also work out conflicts and authors, which the
+/// edit generator does not need).
+struct View {
+    /// Issues with their steps and each step's owner.
+    issues: Vec<(ItemId, Vec<(ItemId, Owner)>)>,
+    agreements: Vec<ItemId>,
+}
+
+impl View {
+    fn of(doc: &Automerge) -> View {
+        let issues = child_map(doc, &automerge::ROOT, "issues")
+            .map(|m| {
+                item_keys(doc, &m)
+                    .into_iter()
+                    .map(|(id, key)| {
+                        let steps = child_map(doc, &m, &key)
+                            .and_then(|issue| child_map(doc, &issue, "steps"))
+                            .map(|steps| {
+                                item_keys(doc, &steps)
+                                    .into_iter()
+                                    .map(|(sid, skey)| {
+                                        let owner = child_map(doc, &steps, &skey)
+                                            .and_then(|st| match doc.get(&st, "owner") {
+                                                Ok(Some((automerge::Value::Scalar(v), _))) => {
+                                                    v.as_str().and_then(Owner::parse_stored)
+                                                }
+                                                _ => None,
+                                            })
+                                            .unwrap_or(Owner::Both);
+                                        (sid, owner)
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        (id, steps)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let agreements = child_map(doc, &automerge::ROOT, "agreements")
+            .map(|m| item_keys(doc, &m).into_iter().map(|(id, _)| id).collect())
+            .unwrap_or_default();
+        View { issues, agreements }
+    }
+
+    fn issue_ids(&self) -> Vec<ItemId> {
+        self.issues.iter().map(|(i, _)| i.clone()).collect()
+    }
+
+    fn step_ids(&self) -> Vec<(ItemId, ItemId)> {
+        self.issues
+            .iter()
+            .flat_map(|(i, steps)| steps.iter().map(move |(s, _)| (i.clone(), s.clone())))
+            .collect()
+    }
+}
+
+/// The map at `obj[key]`, if there is one.
+fn child_map(doc: &Automerge, obj: &automerge::ObjId, key: &str) -> Option<automerge::ObjId> {
+    match doc.get(obj, key) {
+        Ok(Some((automerge::Value::Object(automerge::ObjType::Map), id))) => Some(id),
+        _ => None,
+    }
+}
+
+/// The keys of a map of items, with the item ids they spell (16 hex digits).
+fn item_keys(doc: &Automerge, map: &automerge::ObjId) -> Vec<(ItemId, String)> {
+    doc.keys(map)
+        .filter_map(|k| {
+            let n = u64::from_str_radix(&k, 16).ok().filter(|_| k.len() == 16)?;
+            Some((ItemId::from_random(n.to_be_bytes()), k))
+        })
+        .collect()
+}
+
+/// Edits several devices make of the same thing at the same moment: one kind,
+/// one target every one of them holds, different values.
+pub(crate) fn concurrent_edits(devices: &[&Device], rng: &mut Rng) -> Vec<Edit> {
+    let views: Vec<View> = devices.iter().map(|d| View::of(&d.doc)).collect();
+    if views.is_empty() {
+        return Vec::new();
+    }
+    fn common<T: PartialEq + Clone>(views: &[View], of: impl Fn(&View) -> Vec<T>) -> Vec<T> {
+        let lists: Vec<Vec<T>> = views.iter().map(&of).collect();
+        let Some((head, rest)) = lists.split_first() else {
+            return Vec::new();
+        };
+        head.iter()
+            .filter(|x| rest.iter().all(|l| l.contains(x)))
+            .cloned()
+            .collect()
+    }
+    let issues_all = common(&views, View::issue_ids);
+    let n = devices.len();
+    let edits: Option<Vec<Edit>> = match rng.below(8) {
+        0 => {
+            let id = rng.pick(&issues_all).cloned();
+            let mut statuses = IssueStatus::ALL.to_vec();
+            rng.shuffle(&mut statuses);
+            id.map(|id| {
+                (0..n)
+                    .map(|k| Edit::SetStatus(id.clone(), statuses[k % statuses.len()]))
+                    .collect()
+            })
+        }
+        1 => rng
+            .pick(&issues_all)
+            .cloned()
+            .map(|id| (0..n).map(|_| Edit::Retitle(id.clone())).collect()),
+        2 => rng
+            .pick(&issues_all)
+            .cloned()
+            .map(|id| (0..n).map(|_| Edit::Rewrite(id.clone(), body(rng))).collect()),
+        3 => rng
+            .pick(&issues_all)
+            .cloned()
+            .map(|id| (0..n).map(|_| Edit::AddNote(id.clone())).collect()),
+        4 => {
+            let steps = common(&views, View::step_ids);
+            rng.pick(&steps).cloned().map(|(i, s)| {
+                let mut outcomes = Outcome::ALL.to_vec();
+                rng.shuffle(&mut outcomes);
+                (0..n)
+                    .map(|k| Edit::CompleteStep(i.clone(), s.clone(), outcomes[k % outcomes.len()]))
+                    .collect()
+            })
+        }
+        5 => {
+            let ids = common(&views, |v| v.agreements.clone());
+            rng.pick(&ids).cloned().map(|id| {
+                (0..n)
+                    .map(|k| {
+                        if k % 2 == 0 {
+                            Edit::ReviseAgreement(id.clone())
+                        } else {
+                            Edit::AcceptAgreement(id.clone())
+                        }
+                    })
+                    .collect()
+            })
+        }
+        // Check-ins of the same week, the most likely thing to be started on
+        // several devices at once.
+        _ => {
+            let week = rng.index(WEEKS.len());
+            Some(
+                (0..n)
+                    .map(|_| {
+                        let entry = match rng.below(4) {
+                            0 => Entry::Appreciation,
+                            1 => Entry::Rating(rng.range(1, 10) as u8),
+                            2 => Entry::Time(TimeKind::Date, rng.range(10, 120) as u32),
+                            _ => Entry::WentWell,
+                        };
+                        Edit::CheckIn(week, entry)
+                    })
+                    .collect(),
+            )
+        }
+    };
+    edits.unwrap_or_default()
+}

@@ -1,0 +1,405 @@
+//! A seeded, deterministic simulator of one couple's devices syncing through a
+//! faulty network, over the sans-IO [`Session`](crate::proto::session::Session).
+//!
+//! [`Sim::run`] takes a seed and a [`Config`] and replays exactly: all
+//! randomness comes from one ChaCha generator seeded with the seed, time is
+//! virtual (milliseconds, advanced by a discrete event queue), and nothing runs
+//! on another thread, touches a socket or reads a clock.
+//!
+//! # A run
+//! 1. **Setup.** The founding device makes the space, adds the others (three
+//!    or four devices: two per partner at most) and a little shared history;
+//!    every other device starts from a copy of its document, as pairing leaves
+//!    it. Each device has a store: its document as of the last accepted write,
+//!    the newest attestation per device, and a saved sync state per peer.
+//! 2. **Chaos.** For a virtual minute (by default), partners edit at random
+//!    times (issues, titles, bodies, statuses, tags, notes, steps, check-ins,
+//!    agreements), sometimes several devices the same field or the same week's
+//!    check-in at the same moment. Every device dials random peers now and then;
+//!    each connection carries each direction's frames as a reliable, ordered
+//!    stream (sessions assume QUIC streams), and the dialling side closes once
+//!    both hold the same heads. Frames are applied the way the store does it: in
+//!    a write that is kept only if the session accepts the frame. A local edit
+//!    or an applied frame lets every open session of that device send (live
+//!    push). Faults (see below) are injected all along.
+//! 3. **Drain.** Faults stop, partitions heal, crashed devices come back; the
+//!    open sessions finish or time out.
+//! 4. **Heal.** Rounds in which every pair of devices syncs, all at once, with
+//!    no faults, until a round moves no change. Every heal session must end
+//!    cleanly (Bye after equal heads).
+//! 5. **Checks.** Every device holds the same heads and reads the same record
+//!    (issues, check-ins, agreements, devices, compared as JSON), and every
+//!    issue, note, step, acceptance, completion, tag, check-in entry, agenda
+//!    item, logged minute and agreement any device wrote is there. Anywhere in
+//!    the run, a frame refused between honest devices is a failure too (unless
+//!    it is one of the known bugs below), and so is a panic.
+//!
+//! # Faults
+//! | kind | what happens |
+//! | ---- | ------------ |
+//! | delay | a frame is held back by up to [`Faults::max_delay_ms`] (later frames of its stream wait behind it) |
+//! | cut | the connection is cut after a delivery: both sessions end, in-flight frames are lost, both sync states are saved as the driver does |
+//! | stall | one direction silently loses every frame from now on (a dropped message on a stream that then hangs); the idle timeout ends the sessions |
+//! | duplicate | a sync message is delivered twice in a row |
+//! | replay | a sync message sent earlier (usually in an earlier session of the same two devices) is slipped into the stream after Hello |
+//! | interleave | frames of concurrent sessions of one device arrive in random order (counted: deliveries that switch between open sessions) |
+//! | crossed dial | two devices dial each other at once: two sessions of the same pair run side by side, both resuming the same saved state |
+//! | partition | devices split into two groups: crossing connections are cut or stall, and dials across fail until the partition heals |
+//! | restart | a device crashes: its sessions vanish without saving their state, its peers see the connection drop, and it comes back later reloaded from its store |
+//!
+//! # Known bugs
+//! Refusals between honest devices are failures, except those the simulator
+//! recognises as one of these bugs of the protocol core; it counts them in
+//! [`Report::known_refusals`] instead of failing the run (unless
+//! [`Config::strict`] is set). Each is also reproduced by hand in
+//! `crates/sync/tests/sim.rs`. (A refused duplicated or replayed message is
+//! no bug: refusing what cannot be verified is right, and nothing of it is
+//! applied; those are counted in [`Report::injected_refused`].)
+//!
+//! - [`KNOWN_RELEASED`]: automerge holds back a received change until its
+//!   dependencies arrive, in the document itself, and the store keeps that
+//!   in-memory document across writes and sessions. When a frame of another
+//!   session (a concurrent one, or one after the first was cut) brings the
+//!   missing dependency, the held-back change is applied by that frame, and
+//!   [`verify::check_new_changes`](crate::proto::verify::check_new_changes)
+//!   looks for its attestation among the changes and signatures of the
+//!   *current* session, which never saw it: the honest peer's whole message
+//!   is refused as "not signed". The store then reloads its document, but from
+//!   a snapshot made with `save()`, which keeps held-back changes, so the
+//!   change can come back and be refused again until a session brings its
+//!   author's attestation. Recognised by a refused frame that applied a change
+//!   no frame of its session carried.
+//! - [`KNOWN_GAP`]: a received change counts only if an attestation of its
+//!   author reaches it through changes of this session; but a sender vouches
+//!   with its newest attestation of each device while automerge may send an
+//!   older change of that device first, alone (on request, after the receiver
+//!   missed it), or send the newest while one between was missed (a Bloom
+//!   false positive): the attestation cannot reach the older change, and the
+//!   honest message is refused as unsigned. Recognised by a received
+//!   attestation of the refused device whose change, or one below it in that
+//!   device's chain, the receiver neither received nor held.
+//! - [`KNOWN_UNVOUCHED`]: when the only attestation that covers received
+//!   changes is of a change automerge holds back, the changes are applied but
+//!   [`Event::Applied`](crate::proto::session::Event::Applied) carries no
+//!   attestation for them (it keeps only attestations of applied changes), so
+//!   the store holds changes nothing it stored vouches for. Relaying them, the
+//!   device sends an older attestation and the next device refuses them as
+//!   unsigned, until a newer attestation of their author arrives (which may
+//!   take as long as that device stays away). Recognised by the sender holding
+//!   such a change when it sent the frame.
+//! - [`KNOWN_ORPHANS`]: a sync message that carries a whole document
+//!   (automerge sends `save()` when more than a third of the document is
+//!   missing) also carries the changes the sender holds back, because `save()`
+//!   keeps them by default: changes it never verified and holds no attestation
+//!   for, which the receiver refuses as unsigned. (The store's snapshots are
+//!   `save()` too, so held-back, unverified changes are also written to disk
+//!   and come back on every reload.) Recognised by the frame carrying a change
+//!   its sender did not hold when it sent it.
+//! - [`KNOWN_POISONED`]: a sync state advanced by a frame whose write was
+//!   refused, then saved. Fixed in the session (it restores its state on a
+//!   refusal); the check stays.
+//! - [`KNOWN_EARLY_BYE`]: the side that did not dial checks a Bye against its
+//!   current heads; if they moved on after it last told them (a local edit, a
+//!   change from another session, a replayed old message) while the Bye was on
+//!   its way, it refuses the Bye as "said goodbye before the sync finished".
+//!
+//! # Layout
+//! - `device`: a device's store and the random edits made on it;
+//! - `world`: the event queue, the connections, the faults, the heal rounds;
+//! - `check`: the convergence and "nothing lost" checks;
+//! - [`report`]: per-run [`Report`]s and the [`Summary`] of many runs.
+
+mod check;
+mod device;
+pub mod report;
+mod rng;
+mod world;
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+pub use report::{
+    FaultCounts, KNOWN_EARLY_BYE, KNOWN_GAP, KNOWN_ORPHANS, KNOWN_POISONED, KNOWN_RELEASED, KNOWN_UNVOUCHED,
+    Report, Summary,
+};
+
+/// The simulator.
+#[derive(Debug, Clone, Copy)]
+pub struct Sim;
+
+impl Sim {
+    /// Runs the simulation for `seed`: the same seed and config always make the
+    /// same run. Returns the run's report, or what went wrong (with the seed and
+    /// a command that replays it).
+    pub fn run(seed: u64, config: &Config) -> Result<Report, Failure> {
+        let outcome = catch_unwind(AssertUnwindSafe(|| world::World::new(seed, config).run()));
+        let (report, problems) = match outcome {
+            Ok(done) => done,
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".into());
+                (Report::new(seed), vec![format!("panicked: {text}")])
+            }
+        };
+        if problems.is_empty() {
+            Ok(report)
+        } else {
+            Err(Failure {
+                seed,
+                problems,
+                replay: config.replay_command(seed),
+                report: Box::new(report),
+            })
+        }
+    }
+}
+
+/// How a run is shaped. [`Config::default`] is what CI runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The fewest devices (at least 2).
+    pub min_devices: usize,
+    /// The most devices (at most 4: two per partner).
+    pub max_devices: usize,
+    /// Edit events during the chaos phase; each is one edit, or a group of
+    /// devices editing the same thing at once.
+    pub edits: u32,
+    /// The share of edit events that are such concurrent groups.
+    pub concurrent: f64,
+    /// How long the chaos phase lasts, in virtual milliseconds.
+    pub chaos_ms: u64,
+    /// The most one-way latency of a connection, in milliseconds (each
+    /// connection draws its own).
+    pub latency_ms: u64,
+    /// The faults injected during the chaos phase.
+    pub faults: Faults,
+    /// The most heal rounds before a run counts as not converging.
+    pub max_heal_rounds: u32,
+    /// Keep a line per event in [`Report::trace`] (for replaying one seed).
+    pub trace: bool,
+    /// Fail a run on the known bugs too (see "Known bugs" above).
+    pub strict: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            min_devices: 3,
+            max_devices: 4,
+            edits: 40,
+            concurrent: 0.25,
+            chaos_ms: 60_000,
+            latency_ms: 40,
+            faults: Faults::default(),
+            max_heal_rounds: 8,
+            trace: false,
+            strict: false,
+        }
+    }
+}
+
+/// Fault rates. Probabilities are per frame unless said otherwise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Faults {
+    /// Probability that a frame is held back.
+    pub delay: f64,
+    /// The longest hold-back, in milliseconds.
+    pub max_delay_ms: u64,
+    /// Probability that a connection is cut right after a delivery.
+    pub cut: f64,
+    /// Probability that one direction of a connection stalls after a delivery.
+    pub stall: f64,
+    /// Probability that a sync message is delivered twice.
+    pub duplicate: f64,
+    /// Probability that an old sync message is replayed before a frame.
+    pub replay: f64,
+    /// The most partitions per run (each run draws 0 to this many).
+    pub partitions: u32,
+    /// The most device restarts per run (each run draws 0 to this many).
+    pub restarts: u32,
+    /// Probability that a dial to a peer that is dialling us goes ahead anyway.
+    pub crossed: f64,
+}
+
+impl Default for Faults {
+    fn default() -> Faults {
+        Faults {
+            delay: 0.1,
+            max_delay_ms: 3_000,
+            cut: 0.02,
+            stall: 0.01,
+            duplicate: 0.05,
+            replay: 0.03,
+            partitions: 2,
+            restarts: 3,
+            crossed: 0.3,
+        }
+    }
+}
+
+impl Faults {
+    /// No faults at all: a perfect network of devices that never crash.
+    pub fn none() -> Faults {
+        Faults {
+            delay: 0.0,
+            max_delay_ms: 0,
+            cut: 0.0,
+            stall: 0.0,
+            duplicate: 0.0,
+            replay: 0.0,
+            partitions: 0,
+            restarts: 0,
+            crossed: 0.0,
+        }
+    }
+}
+
+impl Config {
+    /// The command-line flags that turn the default config into this one.
+    pub fn flags(&self) -> Vec<String> {
+        let d = Config::default();
+        let mut out = Vec::new();
+        if self.strict {
+            out.push("--strict".to_string());
+        }
+        let mut flag = |name: &str, value: String| {
+            out.push(format!("--{name}"));
+            out.push(value);
+        };
+        if (self.min_devices, self.max_devices) != (d.min_devices, d.max_devices) {
+            flag("devices", format!("{}..{}", self.min_devices, self.max_devices));
+        }
+        if self.edits != d.edits {
+            flag("edits", self.edits.to_string());
+        }
+        if self.concurrent != d.concurrent {
+            flag("concurrent", self.concurrent.to_string());
+        }
+        if self.chaos_ms != d.chaos_ms {
+            flag("chaos-ms", self.chaos_ms.to_string());
+        }
+        if self.latency_ms != d.latency_ms {
+            flag("latency-ms", self.latency_ms.to_string());
+        }
+        if self.max_heal_rounds != d.max_heal_rounds {
+            flag("max-heal-rounds", self.max_heal_rounds.to_string());
+        }
+        let (f, df) = (&self.faults, &d.faults);
+        for (name, v, dv) in [
+            ("delay", f.delay, df.delay),
+            ("cut", f.cut, df.cut),
+            ("stall", f.stall, df.stall),
+            ("duplicate", f.duplicate, df.duplicate),
+            ("replay", f.replay, df.replay),
+            ("crossed", f.crossed, df.crossed),
+        ] {
+            if v != dv {
+                flag(name, v.to_string());
+            }
+        }
+        for (name, v, dv) in [
+            ("max-delay-ms", f.max_delay_ms, df.max_delay_ms),
+            ("partitions", u64::from(f.partitions), u64::from(df.partitions)),
+            ("restarts", u64::from(f.restarts), u64::from(df.restarts)),
+        ] {
+            if v != dv {
+                flag(name, v.to_string());
+            }
+        }
+        out
+    }
+
+    /// Applies one command-line flag (`name` without the dashes). Returns false
+    /// for a flag that is not a config flag; an error for a bad value.
+    pub fn set_flag(&mut self, name: &str, value: &str) -> Result<bool, String> {
+        fn num<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, String> {
+            value
+                .parse()
+                .map_err(|_| format!("--{name}: {value:?} is not a valid number"))
+        }
+        fn prob(name: &str, value: &str) -> Result<f64, String> {
+            let p: f64 = num(name, value)?;
+            if (0.0..=1.0).contains(&p) {
+                Ok(p)
+            } else {
+                Err(format!("--{name}: a probability is between 0 and 1, not {value}"))
+            }
+        }
+        match name {
+            "devices" => {
+                let (lo, hi) = match value.split_once("..") {
+                    Some((lo, hi)) => (num(name, lo)?, num(name, hi)?),
+                    None => {
+                        let n = num(name, value)?;
+                        (n, n)
+                    }
+                };
+                if !(2..=4).contains(&lo) || !(lo..=4).contains(&hi) {
+                    return Err(format!(
+                        "--devices: between 2 and 4 devices (a couple, two each at most), not {value}"
+                    ));
+                }
+                self.min_devices = lo;
+                self.max_devices = hi;
+            }
+            "edits" => self.edits = num(name, value)?,
+            "concurrent" => self.concurrent = prob(name, value)?,
+            "chaos-ms" => self.chaos_ms = num(name, value)?,
+            "latency-ms" => self.latency_ms = num(name, value)?,
+            "max-heal-rounds" => self.max_heal_rounds = num(name, value)?,
+            "delay" => self.faults.delay = prob(name, value)?,
+            "max-delay-ms" => self.faults.max_delay_ms = num(name, value)?,
+            "cut" => self.faults.cut = prob(name, value)?,
+            "stall" => self.faults.stall = prob(name, value)?,
+            "duplicate" => self.faults.duplicate = prob(name, value)?,
+            "replay" => self.faults.replay = prob(name, value)?,
+            "crossed" => self.faults.crossed = prob(name, value)?,
+            "partitions" => self.faults.partitions = num(name, value)?,
+            "restarts" => self.faults.restarts = num(name, value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The command that replays `seed` with this config.
+    pub fn replay_command(&self, seed: u64) -> String {
+        let mut cmd =
+            format!("cargo run --release -p duet-sync --example sim --features sim -- --seed {seed} --trace");
+        for f in self.flags() {
+            cmd.push(' ');
+            cmd.push_str(&f);
+        }
+        cmd
+    }
+}
+
+/// A run that broke a guarantee (or panicked).
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The seed that replays it.
+    pub seed: u64,
+    /// What went wrong, one line each.
+    pub problems: Vec<String>,
+    /// The command that replays it.
+    pub replay: String,
+    /// What the run did up to there.
+    pub report: Box<Report>,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "simulation seed {} failed:", self.seed)?;
+        for p in self.problems.iter().take(20) {
+            writeln!(f, "  - {p}")?;
+        }
+        if self.problems.len() > 20 {
+            writeln!(f, "  ... and {} more", self.problems.len() - 20)?;
+        }
+        write!(f, "replay: {}", self.replay)
+    }
+}
+
+impl std::error::Error for Failure {}
