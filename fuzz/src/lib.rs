@@ -1052,7 +1052,8 @@ pub fn parse_chunks(data: &[u8]) {
     }
 }
 
-/// `verify::check_new_changes` with arbitrary changes and attestations.
+/// `verify::place` and `verify::check_members` with arbitrary changes and
+/// attestations (the target keeps its old name so its corpus stays put).
 ///
 /// Input: `[flags][count]`, then `count % 8` attestation specs, then chunk
 /// data (changes). Flags: bit 0 the relay document ([`relay_home`]) instead of
@@ -1062,10 +1063,11 @@ pub fn parse_chunks(data: &[u8]) {
 /// `next byte` of the data; `2` the same key over 32 hash bytes that follow;
 /// `3` that change's hash signed by the change's own author when known.
 ///
-/// The changes are applied to the document; what got in is `new`, the rest is
-/// `seen`. Checks: if the checks pass, every new change's author is a member
-/// that may write it (or a revoked one relayed by someone else), and some
-/// attestation by that author names a change among `new` and `seen`.
+/// The changes wait, and `place` picks what may be applied. Checks: what it
+/// picks applies in order with nothing held back, each picked change is
+/// reached from an attestation by its own author naming a picked change, and
+/// if the membership check passes, every author may write its change (or is
+/// a revoked one relayed by someone else).
 pub fn check_new_changes(data: &[u8]) {
     let mut input = Input(data);
     let flags = input.byte();
@@ -1112,22 +1114,32 @@ pub fn check_new_changes(data: &[u8]) {
     }
     let peer = device([PARTNER, THIRD, STRANGER, FOUNDER][usize::from((flags >> 1) & 3)]);
     let mut doc = if flags & 1 != 0 { relay_home() } else { home() };
-    let before = doc.get_heads();
-    if doc.apply_changes(changes.clone()).is_err() {
+    let waiting: HashMap<ChangeHash, Change> = changes.into_iter().map(|c| (c.hash(), c)).collect();
+    let placement = verify::place(&doc, &waiting, &atts);
+    let ready: Vec<Change> = placement.ready.iter().map(|h| waiting[h].clone()).collect();
+    for c in &ready {
+        let author = DeviceId::from_actor(c.actor_id());
+        assert!(
+            placement
+                .attestations
+                .iter()
+                .any(|a| Some(a.device) == author && placement.ready.contains(&a.hash)),
+            "a change placed without an attestation by its author among the placed"
+        );
+    }
+    if doc.apply_changes(ready.clone()).is_err() {
         return;
     }
-    let new = doc.get_changes(&before);
-    let seen: HashMap<ChangeHash, Change> = changes
-        .into_iter()
-        .filter(|c| doc.get_change_by_hash(&c.hash()).is_none())
-        .map(|c| (c.hash(), c))
-        .collect();
+    assert!(
+        doc.get_missing_deps(&[]).is_empty(),
+        "a placed change was held back"
+    );
     let signatures = verify::check_signatures(&atts);
-    match verify::check_new_changes(&doc, &new, &seen, &atts, &peer) {
+    match verify::check_members(&doc, &ready, &peer) {
         Ok(()) => {
             let members = Membership::of(&doc);
-            for c in &new {
-                let author = DeviceId::from_actor(c.actor_id()).expect("an accepted change is by a device");
+            for c in &ready {
+                let author = DeviceId::from_actor(c.actor_id()).expect("a placed change is by a device");
                 match members.check_change(c.actor_id(), c.seq()) {
                     Ok(()) => {}
                     Err(ChangeRefusal::Revoked(_)) => {
@@ -1135,15 +1147,10 @@ pub fn check_new_changes(data: &[u8]) {
                     }
                     Err(other) => panic!("a change accepted that does not count: {other}"),
                 }
-                assert!(
-                    atts.iter().any(|a| a.device == author
-                        && (new.iter().any(|n| n.hash() == a.hash) || seen.contains_key(&a.hash))),
-                    "an accepted change without an attestation by its author"
-                );
             }
             if signatures.is_ok() {
                 // Both checks passed: every author is a device whose key signed.
-                for c in &new {
+                for c in &ready {
                     assert!(
                         atts.iter()
                             .any(|a| a.device.actor() == *c.actor_id() && a.verify())

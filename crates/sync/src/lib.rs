@@ -9,3 +9,5 @@
 
 pub mod net;
 pub mod proto;
+#[cfg(feature = "sim")]
+pub mod sim;

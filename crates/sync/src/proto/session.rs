@@ -21,7 +21,7 @@
 //! device, a different space) ends the session: the session queues a Failure
 //! frame telling the peer why, and the driver closes the connection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
@@ -38,6 +38,16 @@ pub const IDLE_TIMEOUT_MS: u64 = 30_000;
 /// gives up: two sides that keep answering each other without converging would
 /// otherwise loop until the connection dies.
 pub const MAX_IDLE_ROUNDS: u32 = 64;
+
+/// How many bytes of received changes may wait in a session for their
+/// dependencies or signatures before the session gives up on the peer.
+pub const MAX_WAITING_BYTES: usize = 64 << 20;
+
+/// How many distinct attestations a session keeps.
+pub const MAX_VERIFIED: usize = 4096;
+
+/// How many missing dependencies of waiting changes one message asks for.
+const MAX_NEEDS: usize = 1024;
 
 /// Why a session ended badly.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -137,8 +147,11 @@ pub struct Session {
     state: sync::State,
     /// Attestations verified this session (their changes may still be on the way).
     verified: Vec<Attestation>,
-    /// Changes received but not applied yet (waiting for dependencies).
-    seen: HashMap<ChangeHash, Change>,
+    /// Changes received but not applied yet: waiting for their dependencies or
+    /// for an attestation that reaches them (see [`verify::place`]).
+    waiting: HashMap<ChangeHash, Change>,
+    /// Raw bytes of `waiting`.
+    waiting_bytes: usize,
     outbox: VecDeque<Vec<u8>>,
     last_heard: u64,
     /// Sync messages in a row that brought nothing (reset by any change).
@@ -170,7 +183,8 @@ impl Session {
             phase: Phase::AwaitHello,
             state,
             verified: Vec::new(),
-            seen: HashMap::new(),
+            waiting: HashMap::new(),
+            waiting_bytes: 0,
             outbox: VecDeque::new(),
             last_heard: now,
             idle_rounds: 0,
@@ -335,46 +349,73 @@ impl Session {
 
     fn apply_sync(&mut self, s: SyncMessage, doc: &mut Automerge) -> Result<Vec<Event>, SyncError> {
         verify::check_signatures(&s.attestations)?;
-        let message = sync::Message::decode(&s.message).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        let mut message =
+            sync::Message::decode(&s.message).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        let nothing_waited = self.waiting.is_empty();
+        let mut received = 0;
         for chunk in message.changes.iter() {
             for c in contained(|| verify::parse_chunks(chunk))?? {
-                self.seen.insert(c.hash(), c);
+                received += 1;
+                if !self.waiting.contains_key(&c.hash()) {
+                    self.waiting_bytes += c.raw_bytes().len();
+                    self.waiting.insert(c.hash(), c);
+                }
             }
         }
+        if self.waiting_bytes > MAX_WAITING_BYTES {
+            return Err(SyncError::Protocol(
+                "too many changes wait for their dependencies",
+            ));
+        }
         for a in s.attestations {
-            if !self.verified.iter().any(|v| v.hash == a.hash) {
+            if !self.verified.contains(&a) {
                 self.verified.push(a);
             }
         }
-        let before = doc.get_heads();
+        if self.verified.len() > MAX_VERIFIED {
+            return Err(SyncError::Protocol("too many signatures"));
+        }
+        // What the document holds already (resent, or brought by another
+        // session meanwhile) no longer waits.
+        let before = self.waiting.len();
+        self.waiting
+            .retain(|h, _| doc.get_change_meta_by_hash(h).is_none());
+        if self.waiting.len() != before {
+            self.waiting_bytes = self.waiting.values().map(|c| c.raw_bytes().len()).sum();
+        }
+        let placement = verify::place(doc, &self.waiting, &self.verified);
+        if let Some(device) = placement.unsigned {
+            return Err(VerifyError::Unsigned(device.short()).into());
+        }
+        let ready: Vec<Change> = placement
+            .ready
+            .iter()
+            .filter_map(|h| self.waiting.remove(h))
+            .collect();
+        self.waiting_bytes = self
+            .waiting_bytes
+            .saturating_sub(ready.iter().map(|c| c.raw_bytes().len()).sum());
+        // Automerge gets exactly the placed changes, so it never holds one back.
+        // When they are all this message brought, its own chunks serve (a whole
+        // document loads much faster than its changes one by one).
+        if !(nothing_waited && self.waiting.is_empty() && ready.len() == received) {
+            let chunks: Vec<Vec<u8>> = ready.iter().map(|c| c.raw_bytes().to_vec()).collect();
+            message.changes = chunks.into();
+        }
         let state = &mut self.state;
-        let new = contained(|| {
-            doc.receive_sync_message(state, message)
-                .map(|()| doc.get_changes(&before))
-        })?
-        .map_err(|e| SyncError::Automerge(e.to_string()))?;
-        verify::check_new_changes(doc, &new, &self.seen, &self.verified, &self.peer)?;
-        // What was applied no longer waits; and once automerge holds nothing
-        // back for missing dependencies, nothing does.
-        for c in &new {
-            self.seen.remove(&c.hash());
+        contained(|| doc.receive_sync_message(state, message))?
+            .map_err(|e| SyncError::Automerge(e.to_string()))?;
+        if !doc.get_missing_deps(&[]).is_empty() {
+            return Err(SyncError::Protocol("changes arrived without their dependencies"));
         }
-        if doc.get_missing_deps(&[]).is_empty() {
-            self.seen.clear();
-        }
-        self.stats.changes_in += new.len();
-        if new.is_empty() {
+        verify::check_members(doc, &ready, &self.peer)?;
+        self.stats.changes_in += ready.len();
+        if ready.is_empty() {
             return Ok(Vec::new());
         }
-        let keep: Vec<Attestation> = self
-            .verified
-            .iter()
-            .filter(|a| new.iter().any(|c| c.hash() == a.hash))
-            .copied()
-            .collect();
         Ok(vec![Event::Applied {
-            changes: new.len(),
-            attestations: keep,
+            changes: ready.len(),
+            attestations: placement.attestations,
         }])
     }
 
@@ -385,9 +426,27 @@ impl Session {
         if self.phase != Phase::Syncing {
             return;
         }
-        let Some(message) = doc.generate_sync_message(&mut self.state) else {
+        let Some(mut message) = doc.generate_sync_message(&mut self.state) else {
             return;
         };
+        // Automerge asks for what it misses to reach the peer's heads, but the
+        // changes waiting here are not in automerge: ask for their missing
+        // dependencies too, or a peer that believes this device has them (a
+        // Bloom filter false positive) would never send them.
+        if !self.waiting.is_empty() {
+            let mut asked: HashSet<ChangeHash> = message.need.iter().copied().collect();
+            let mut need: Vec<ChangeHash> = self
+                .waiting
+                .values()
+                .flat_map(|c| c.deps().iter().copied())
+                .filter(|d| !self.waiting.contains_key(d) && doc.get_change_meta_by_hash(d).is_none())
+                .filter(|d| asked.insert(*d))
+                .collect();
+            need.truncate(MAX_NEEDS);
+            message.need.extend(need);
+            // The encoding requires sorted hashes (it panics otherwise).
+            message.need.sort_unstable();
+        }
         let with_changes = !message.changes.is_empty();
         if with_changes {
             self.idle_rounds = 0;

@@ -4,9 +4,15 @@
 //!
 //! Signatures are per device, not per change: an [`Attestation`] signs a device's
 //! newest change, and automerge changes name their dependencies by hash, so it
-//! vouches for every change of that device below it. A received change counts
-//! only if an attestation by its own actor reaches it through dependencies among
-//! the changes this session has seen but this home did not yet hold.
+//! vouches for every change of that device below it.
+//!
+//! Received changes wait in their session until they can be placed ([`place`]):
+//! every dependency held or placed with them, and each reached from an
+//! attestation by its own author whose change is placed too. Automerge itself
+//! never holds a change back, so nothing unverified ever sits in the document,
+//! in what it saves, or in what it sends. A change that waits is not an error
+//! (its dependencies or its signature may come in a later message, or from
+//! another device); a change nothing received can ever vouch for is.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -36,8 +42,11 @@ const CHUNK_CHANGE: u8 = 1;
 const CHUNK_COMPRESSED: u8 = 2;
 
 /// Splits automerge chunk data into its chunks, checking each header, and
-/// decodes the change chunks (which also checks their checksums). Document
-/// chunks are left to automerge's own checked loading.
+/// decodes them into changes (which also checks their checksums). A document
+/// chunk is loaded with automerge's checked loading and yields its changes.
+///
+/// Automerge may panic on hostile bytes; callers facing a peer run this inside
+/// `catch_unwind`.
 pub fn parse_chunks(data: &[u8]) -> Result<Vec<Change>, VerifyError> {
     let bad = |what: &str| VerifyError::Malformed(what.to_string());
     let mut changes = Vec::new();
@@ -60,7 +69,14 @@ pub fn parse_chunks(data: &[u8]) -> Result<Vec<Change>, VerifyError> {
                     Change::from_bytes(chunk.to_vec()).map_err(|e| VerifyError::Malformed(e.to_string()))?;
                 changes.push(change);
             }
-            CHUNK_DOCUMENT => {}
+            CHUNK_DOCUMENT => {
+                let options = automerge::LoadOptions::new()
+                    .on_partial_load(automerge::OnPartialLoad::Error)
+                    .verification_mode(automerge::VerificationMode::Check);
+                let doc = Automerge::load_with_options(chunk, options)
+                    .map_err(|e| VerifyError::Malformed(format!("a document does not load: {e}")))?;
+                changes.extend(doc.get_changes(&[]));
+            }
             other => return Err(VerifyError::Malformed(format!("unknown chunk type {other}"))),
         }
         rest = &rest[total..];
@@ -80,7 +96,7 @@ fn uleb(bytes: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
-/// Checks attestations' signatures; returns the valid ones or the first failure.
+/// Checks attestations' signatures; returns the first failure.
 pub fn check_signatures(attestations: &[Attestation]) -> Result<(), VerifyError> {
     for a in attestations {
         if !a.verify() {
@@ -90,61 +106,188 @@ pub fn check_signatures(attestations: &[Attestation]) -> Result<(), VerifyError>
     Ok(())
 }
 
-/// Checks the changes `new` (just applied to `doc`): each by a member allowed to
-/// write it, and each reached from an attestation by its own device through
-/// dependencies among `new` and `seen` (changes received but not yet applied).
+/// What of the changes waiting in a session may be applied now.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Changes to apply, in dependency order: each one's dependencies are in
+    /// the document or earlier in the list, and each is reached from an
+    /// attestation by its own author that names a change in the list.
+    pub ready: Vec<ChangeHash>,
+    /// The attestations naming a change in `ready`: to store with them, so
+    /// that this device can vouch for them when it relays them.
+    pub attestations: Vec<Attestation>,
+    /// A device with a change that could be applied but that nothing received
+    /// can vouch for: every attestation of that device names a change already
+    /// held or placeable, and none reaches it. A forgery, not a delay.
+    pub unsigned: Option<DeviceId>,
+}
+
+/// How many times [`place`] narrows its candidates before it gives up for this
+/// round (a pathological graph; honest ones settle in one or two passes).
+const MAX_PASSES: usize = 16;
+
+/// Decides which `waiting` changes (received, not in `doc`) can be applied,
+/// given the verified `attestations` received so far.
+pub fn place(
+    doc: &Automerge,
+    waiting: &HashMap<ChangeHash, Change>,
+    attestations: &[Attestation],
+) -> Placement {
+    let mut held_cache: HashMap<ChangeHash, bool> = HashMap::new();
+    let mut held = |h: &ChangeHash| {
+        *held_cache
+            .entry(*h)
+            .or_insert_with(|| doc.get_change_meta_by_hash(h).is_some())
+    };
+    let mut candidates: Vec<ChangeHash> = waiting.keys().copied().filter(|h| !held(h)).collect();
+    // Sorted so that the order of application is the same on every run.
+    candidates.sort_unstable();
+    let mut order = in_dependency_order(waiting, &candidates, &mut held);
+    let placeable: HashSet<ChangeHash> = order.iter().copied().collect();
+
+    // Changes nothing received can vouch for: no attestation of their author
+    // names a change that is still to come (unseen, or waiting for its own
+    // dependencies), so none ever will reach them.
+    let first = covered(waiting, &placeable, attestations);
+    let unsigned = order
+        .iter()
+        .filter(|h| !first.contains(*h))
+        .filter_map(|h| waiting.get(h))
+        .find(|c| {
+            !attestations
+                .iter()
+                .any(|a| a.device.is_actor(c.actor_id()) && !placeable.contains(&a.hash) && !held(&a.hash))
+        })
+        .and_then(|c| DeviceId::from_actor(c.actor_id()));
+
+    // Narrow to what is covered, then to what still has its dependencies, until
+    // both hold: a change covered only through one that must wait, waits too.
+    let mut set = placeable;
+    let mut cover = first;
+    let mut settled = false;
+    for _ in 0..MAX_PASSES {
+        if cover.len() == set.len() {
+            settled = true;
+            break;
+        }
+        let narrowed: Vec<ChangeHash> = order.iter().copied().filter(|h| cover.contains(h)).collect();
+        order = in_dependency_order(waiting, &narrowed, &mut held);
+        set = order.iter().copied().collect();
+        cover = covered(waiting, &set, attestations);
+    }
+    if !settled {
+        order.clear();
+        set.clear();
+    }
+    let mut kept: Vec<Attestation> = Vec::new();
+    for a in attestations {
+        if set.contains(&a.hash) && !kept.iter().any(|k| k.hash == a.hash && k.device == a.device) {
+            kept.push(*a);
+        }
+    }
+    Placement {
+        ready: order,
+        attestations: kept,
+        unsigned,
+    }
+}
+
+/// The `candidates` whose dependencies are all held or among the candidates
+/// (transitively), in an order that applies each after its dependencies.
+fn in_dependency_order(
+    waiting: &HashMap<ChangeHash, Change>,
+    candidates: &[ChangeHash],
+    held: &mut impl FnMut(&ChangeHash) -> bool,
+) -> Vec<ChangeHash> {
+    let wanted: HashSet<ChangeHash> = candidates.iter().copied().collect();
+    let mut missing: HashMap<ChangeHash, usize> = HashMap::new();
+    let mut dependents: HashMap<ChangeHash, Vec<ChangeHash>> = HashMap::new();
+    let mut queue: VecDeque<ChangeHash> = VecDeque::new();
+    for h in candidates {
+        let Some(c) = waiting.get(h) else { continue };
+        let mut count = 0;
+        let mut blocked = false;
+        for d in c.deps() {
+            if wanted.contains(d) {
+                count += 1;
+                dependents.entry(*d).or_default().push(*h);
+            } else if !held(d) {
+                blocked = true;
+            }
+        }
+        if blocked {
+            // Never placed, so its dependents never reach zero either.
+            continue;
+        }
+        if count == 0 {
+            queue.push_back(*h);
+        } else {
+            missing.insert(*h, count);
+        }
+    }
+    let mut out = Vec::with_capacity(candidates.len());
+    while let Some(h) = queue.pop_front() {
+        out.push(h);
+        for d in dependents.get(&h).map(Vec::as_slice).unwrap_or_default() {
+            if let Some(n) = missing.get_mut(d) {
+                *n -= 1;
+                if *n == 0 {
+                    queue.push_back(*d);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The changes in `set` reached, through dependencies within `set`, from an
+/// attestation by their own author naming a change in `set`.
+fn covered(
+    waiting: &HashMap<ChangeHash, Change>,
+    set: &HashSet<ChangeHash>,
+    attestations: &[Attestation],
+) -> HashSet<ChangeHash> {
+    let mut by_device: HashMap<DeviceId, Vec<ChangeHash>> = HashMap::new();
+    for a in attestations.iter().filter(|a| set.contains(&a.hash)) {
+        by_device.entry(a.device).or_default().push(a.hash);
+    }
+    let mut out = HashSet::new();
+    for (device, sources) in by_device {
+        let mut queue = VecDeque::from(sources);
+        let mut visited = HashSet::new();
+        while let Some(h) = queue.pop_front() {
+            if !visited.insert(h) {
+                continue;
+            }
+            let Some(c) = waiting.get(&h) else { continue };
+            if device.is_actor(c.actor_id()) {
+                out.insert(h);
+            }
+            queue.extend(c.deps().iter().copied().filter(|d| set.contains(d)));
+        }
+    }
+    out
+}
+
+/// Checks that the changes just `applied` to `doc` were each made by a member
+/// allowed to write it.
 ///
 /// A change a revoked device made after its cut-off is refused when that device
 /// delivers it itself. Relayed by another member (whose device took it before
 /// it learned of the revocation), it is accepted: refusing it would cut the
 /// couple's devices apart for good, since everything that member wrote since
 /// depends on it.
-pub fn check_new_changes(
-    doc: &Automerge,
-    new: &[Change],
-    seen: &HashMap<ChangeHash, Change>,
-    attestations: &[Attestation],
-    peer: &DeviceId,
-) -> Result<(), VerifyError> {
-    if new.is_empty() {
+pub fn check_members(doc: &Automerge, applied: &[Change], peer: &DeviceId) -> Result<(), VerifyError> {
+    if applied.is_empty() {
         return Ok(());
     }
     let members = Membership::of(doc);
-    for c in new {
+    for c in applied {
         match members.check_change(c.actor_id(), c.seq()) {
             Err(ChangeRefusal::Revoked(who)) if !peer.is_actor(c.actor_id()) => {
                 tracing::warn!(device = %who, "accepting a revoked device's change relayed by a member");
             }
             other => other?,
-        }
-    }
-    // The graph of not-yet-held changes: what was applied now and what waits.
-    let mut graph: HashMap<ChangeHash, &Change> = seen.iter().map(|(h, c)| (*h, c)).collect();
-    for c in new {
-        graph.insert(c.hash(), c);
-    }
-    let mut covered: HashSet<ChangeHash> = HashSet::new();
-    for a in attestations {
-        if !graph.contains_key(&a.hash) {
-            continue;
-        }
-        let mut queue = VecDeque::from([a.hash]);
-        let mut visited = HashSet::new();
-        while let Some(h) = queue.pop_front() {
-            if !visited.insert(h) {
-                continue;
-            }
-            let Some(c) = graph.get(&h) else { continue };
-            if a.device.is_actor(c.actor_id()) {
-                covered.insert(h);
-            }
-            queue.extend(c.deps().iter().copied());
-        }
-    }
-    for c in new {
-        if !covered.contains(&c.hash()) {
-            let who = DeviceId::from_actor(c.actor_id()).map_or_else(|| "?".into(), |d| d.short());
-            return Err(VerifyError::Unsigned(who));
         }
     }
     Ok(())
@@ -192,44 +335,48 @@ mod tests {
         (fork, changes)
     }
 
+    fn waiting(changes: &[Change]) -> HashMap<ChangeHash, Change> {
+        changes.iter().map(|c| (c.hash(), c.clone())).collect()
+    }
+
+    fn hashes(changes: &[Change]) -> Vec<ChangeHash> {
+        changes.iter().map(Change::hash).collect()
+    }
+
     #[test]
     fn one_attestation_vouches_for_a_devices_whole_run() {
         let (mut doc, _, b) = space_with_partner();
         let (_, changes) = edits_by_b(&doc, 5);
-        let tip = changes.last().unwrap().hash();
+        let att = b.attest(&changes.last().unwrap().hash());
+        check_signatures(&[att]).unwrap();
+        let p = place(&doc, &waiting(&changes), &[att]);
+        assert_eq!(p.ready, hashes(&changes), "all of them, in dependency order");
+        assert_eq!(p.attestations, vec![att]);
+        assert_eq!(p.unsigned, None);
         doc.apply_changes(changes.clone()).unwrap();
-        let att = [b.attest(&tip)];
-        check_signatures(&att).unwrap();
-        check_new_changes(&doc, &changes, &HashMap::new(), &att, &peer()).unwrap();
+        check_members(&doc, &changes, &peer()).unwrap();
     }
 
     #[test]
-    fn unsigned_forged_and_foreign_changes_are_refused() {
-        let (mut doc, a, b) = space_with_partner();
+    fn unsigned_and_wrongly_signed_changes_are_never_placed() {
+        let (doc, a, b) = space_with_partner();
         let (_, changes) = edits_by_b(&doc, 2);
         let tip = changes.last().unwrap().hash();
-        doc.apply_changes(changes.clone()).unwrap();
+        let b_id = b.device_id();
         // No attestation at all.
-        assert!(matches!(
-            check_new_changes(&doc, &changes, &HashMap::new(), &[], &peer()),
-            Err(VerifyError::Unsigned(_))
-        ));
+        let p = place(&doc, &waiting(&changes), &[]);
+        assert!(p.ready.is_empty());
+        assert_eq!(p.unsigned, Some(b_id));
         // Signed by the wrong device (a member, but not the author).
-        assert!(matches!(
-            check_new_changes(&doc, &changes, &HashMap::new(), &[a.attest(&tip)], &peer()),
-            Err(VerifyError::Unsigned(_))
-        ));
-        // An attestation covering only the first change leaves the second unsigned.
-        assert!(
-            check_new_changes(
-                &doc,
-                &changes,
-                &HashMap::new(),
-                &[b.attest(&changes[0].hash())],
-                &peer()
-            )
-            .is_err()
-        );
+        let p = place(&doc, &waiting(&changes), &[a.attest(&tip)]);
+        assert!(p.ready.is_empty());
+        assert_eq!(p.unsigned, Some(b_id));
+        // An attestation covering only the first change places only that one,
+        // and the second can never be vouched for by what was received.
+        let first = changes[0].hash();
+        let p = place(&doc, &waiting(&changes), &[b.attest(&first)]);
+        assert_eq!(p.ready, vec![first]);
+        assert_eq!(p.unsigned, Some(b_id));
         // A tampered signature.
         let mut forged = b.attest(&tip);
         forged.signature[10] ^= 0xff;
@@ -237,6 +384,50 @@ mod tests {
             check_signatures(&[forged]),
             Err(VerifyError::BadSignature(_))
         ));
+    }
+
+    #[test]
+    fn a_change_waits_for_the_one_between_it_and_its_signature() {
+        let (doc, _, b) = space_with_partner();
+        let (_, changes) = edits_by_b(&doc, 3);
+        let att = [b.attest(&changes[2].hash())];
+        // The newest and the oldest arrive; the one between them has not yet.
+        let mut w = waiting(&[changes[2].clone(), changes[0].clone()]);
+        let p = place(&doc, &w, &att);
+        assert!(
+            p.ready.is_empty(),
+            "the oldest is vouched for only through the missing one"
+        );
+        assert_eq!(p.unsigned, None, "a delay, not a forgery");
+        w.insert(changes[1].hash(), changes[1].clone());
+        let p = place(&doc, &w, &att);
+        assert_eq!(p.ready, hashes(&changes));
+    }
+
+    #[test]
+    fn a_change_covered_only_through_one_that_waits_waits_too() {
+        let (doc, a, b) = space_with_partner();
+        // b makes b1, then learns a's change x and makes b2 on top of it.
+        let (mut fork, b_changes) = edits_by_b(&doc, 1);
+        let mut at_a = doc.fork().with_actor(a.device_id().actor());
+        let before_a = at_a.get_heads();
+        Editor::new(&mut at_a, Seat::A, 5).rename("Sam 2").unwrap();
+        let x = at_a.get_changes(&before_a);
+        fork.apply_changes(x.clone()).unwrap();
+        let before = fork.get_heads();
+        Editor::new(&mut fork, Seat::B, 9).rename("Alex 9").unwrap();
+        let b2 = fork.get_changes(&before);
+        let atts = [b.attest(&b2[0].hash()), a.attest(&x[0].hash())];
+        // x has not arrived: b2 waits for it, and b1 (vouched for only through
+        // b2) waits with it.
+        let mut w = waiting(&[b_changes[0].clone(), b2[0].clone()]);
+        let p = place(&doc, &w, &atts);
+        assert!(p.ready.is_empty());
+        assert_eq!(p.unsigned, None);
+        w.insert(x[0].hash(), x[0].clone());
+        let p = place(&doc, &w, &atts);
+        assert_eq!(p.ready.len(), 3);
+        assert_eq!(p.attestations.len(), 2, "both signatures are kept for relaying");
     }
 
     #[test]
@@ -248,8 +439,14 @@ mod tests {
         Editor::new(&mut fork, Seat::B, 0).rename("Mallory").unwrap();
         let changes = fork.get_changes(&before);
         let att = [stranger.attest(&changes[0].hash())];
+        let p = place(&doc, &waiting(&changes), &att);
+        assert_eq!(
+            p.ready.len(),
+            1,
+            "signed by its author, so placed; membership decides"
+        );
         assert!(matches!(
-            check_new_changes(&fork, &changes, &HashMap::new(), &att, &peer()),
+            check_members(&fork, &changes, &peer()),
             Err(VerifyError::Refused(ChangeRefusal::NotAMember(_)))
         ));
     }
@@ -263,9 +460,10 @@ mod tests {
             data.extend_from_slice(c.raw_bytes());
         }
         assert_eq!(parse_chunks(&data).unwrap().len(), 3);
-        assert!(
-            parse_chunks(&doc.save()).unwrap().is_empty(),
-            "document chunks are left to automerge"
+        assert_eq!(
+            parse_chunks(&doc.save()).unwrap().len(),
+            doc.get_changes(&[]).len(),
+            "a document chunk yields its changes"
         );
         let mut bad = data.clone();
         let last = bad.len() - 1;

@@ -5,28 +5,28 @@ use std::fmt;
 
 use super::Failure;
 
-/// Known bug: a change automerge held back in a device's document is released
+/// Former bug (fixed): a change automerge held back in a device's document is released
 /// by a frame of another session, which refuses it as unsigned.
 pub const KNOWN_RELEASED: &str = "held-back change released";
-/// Known bug: a session's sync state advanced by a frame whose write was
+/// Former bug (fixed): a session's sync state advanced by a frame whose write was
 /// refused (and rolled back) is saved anyway; the next session tells the peer
 /// it holds changes it does not, so the peer leaves them out and the
 /// receiver refuses what depends on them as unsigned.
 pub const KNOWN_POISONED: &str = "sync state saved after a refused write";
-/// Known bug: the side that did not dial refuses the dialler's Bye as "said
+/// Former bug (fixed): the side that did not dial refuses the dialler's Bye as "said
 /// goodbye before the sync finished" when its own heads moved on after it last
 /// told them (a local edit, a change from another session, or a replayed old
 /// message) while the Bye was on its way.
 pub const KNOWN_EARLY_BYE: &str = "bye raced a change";
-/// Known bug: a sync message that carries a whole document (automerge's
+/// Former bug (fixed): a sync message that carries a whole document (automerge's
 /// `save()`) also carries the changes the sender holds back, which it never
 /// verified and has no attestation for; the receiver refuses them as unsigned.
 pub const KNOWN_ORPHANS: &str = "held-back changes sent with a document";
-/// Known bug: changes are refused as unsigned because the attestation that
+/// Former bug (fixed): changes are refused as unsigned because the attestation that
 /// would cover them, of a later change of their author, is of a change not
 /// received yet, or reaches them only through one (a gap in the chain).
 pub const KNOWN_GAP: &str = "gap in an attested chain";
-/// Known bug: a device relays changes whose only attestation it received
+/// Former bug (fixed): a device relays changes whose only attestation it received
 /// pointed at a change still held back, so it stored none; the receiver
 /// refuses them as unsigned.
 pub const KNOWN_UNVOUCHED: &str = "relayed without attestation";

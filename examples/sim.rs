@@ -9,7 +9,7 @@
 //! Flags: `--seeds N` (how many, from `--start S`, default 0), `--seed S` (one
 //! seed, with its report), `--trace` (print every event of a single seed),
 //! `--threads N` (seeds run side by side; each run is single-threaded and
-//! deterministic), `--strict` (fail on the known bug too), and the config flags of `duet_sync::sim::Config::set_flag`
+//! deterministic), `--lenient` (count the former bugs' patterns instead of failing), and the config flags of `duet_sync::sim::Config::set_flag`
 //! (`--devices 3..4`, `--edits 40`, `--cut 0.02`, `--no-faults`, ...).
 
 use std::process::ExitCode;
@@ -47,8 +47,8 @@ fn parse() -> Result<Args, String> {
                 args.config.faults = Faults::none();
                 continue;
             }
-            "strict" => {
-                args.config.strict = true;
+            "lenient" => {
+                args.config.strict = false;
                 continue;
             }
             "help" | "h" => return Err(String::new()),
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
                 eprintln!("error: {e}");
             }
             eprintln!(
-                "usage: sim [--seeds N] [--start S] [--seed S [--trace]] [--threads N] [--no-faults] [--strict] [config flags]"
+                "usage: sim [--seeds N] [--start S] [--seed S [--trace]] [--threads N] [--no-faults] [--lenient] [config flags]"
             );
             return ExitCode::from(2);
         }
