@@ -630,8 +630,10 @@ impl HomeSide {
                         Event::Applied {
                             changes,
                             attestations,
+                            applied,
                         } => {
                             assert!(changes > 0);
+                            assert_eq!(applied.len(), changes, "the applied changes are all reported");
                             for a in attestations {
                                 assert!(a.verify(), "a kept attestation does not verify");
                                 let c = self

@@ -32,6 +32,11 @@ pub struct Write<'a> {
     pub doc: &'a mut Automerge,
     /// Verified attestations to store with the changes.
     pub attestations: Vec<Attestation>,
+    /// The changes the closure added to the document, when it knows them (a
+    /// sync message does): the store then appends these instead of rebuilding
+    /// them from the document, which costs as much as encoding them again.
+    /// Ignored unless their number matches what the document gained.
+    pub applied: Vec<Change>,
 }
 
 /// One change of the log, for `duet log`.
@@ -122,13 +127,24 @@ impl Store {
             return Err(self.damaged("the document could not be loaded").into());
         };
         let before = cached.doc.get_heads();
+        let count_before = cached.doc.stats().num_changes;
         let mut w = Write {
             doc: &mut cached.doc,
             attestations: Vec::new(),
+            applied: Vec::new(),
         };
         let value = f(&mut w)?;
-        let mut attestations = w.attestations;
-        let new: Vec<Change> = cached.doc.get_changes(&before);
+        let Write {
+            mut attestations,
+            applied,
+            ..
+        } = w;
+        let gained = cached.doc.stats().num_changes.saturating_sub(count_before);
+        let new: Vec<Change> = if gained > 0 && applied.len() as u64 == gained {
+            applied
+        } else {
+            cached.doc.get_changes(&before)
+        };
         // Sign this device's newest change: one signature vouches for all of the
         // device's changes before it.
         let me = self.device.device_id();

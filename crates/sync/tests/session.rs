@@ -292,3 +292,51 @@ fn garbage_frames_end_the_session_without_panicking() {
     assert!(s.handle(&f, &mut homes[0].doc, 0).is_err());
     assert!(s.is_closed());
 }
+
+/// A device that holds nothing gets the whole document once, even though
+/// automerge would send it again with every message it answers before the
+/// first copy lands.
+#[test]
+fn a_new_device_gets_the_whole_document_once() {
+    let mut homes = space_of(&[(2, Seat::B)]);
+    for n in 0..150u8 {
+        homes[0].add_issue(
+            n,
+            &format!("issue number {n} with a title long enough to weigh something"),
+        );
+    }
+    let (a, b) = homes.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut b[0]);
+    b.doc = Automerge::new().with_actor(b.id().actor());
+    let mut sa = Session::new(b.id(), "5eed", None, 0);
+    let mut sb = Session::joining(a.id(), "5eed", 0);
+    // Every frame is delivered only after both sides queued what they had, so
+    // that b's second message crosses a's first copy of the document.
+    let mut a_sent = 0;
+    for _ in 0..100 {
+        let out_a: Vec<Vec<u8>> = std::iter::from_fn(|| sa.poll_transmit()).collect();
+        let out_b: Vec<Vec<u8>> = std::iter::from_fn(|| sb.poll_transmit()).collect();
+        a_sent += out_a.iter().map(Vec::len).sum::<usize>();
+        for bytes in out_b {
+            let mut d = FrameDecoder::new();
+            d.push(&bytes);
+            let f = d.next_frame().unwrap().unwrap();
+            deliver(&mut sa, a, &f).unwrap();
+        }
+        for bytes in out_a {
+            let mut d = FrameDecoder::new();
+            d.push(&bytes);
+            let f = d.next_frame().unwrap().unwrap();
+            deliver(&mut sb, b, &f).unwrap();
+        }
+        if sa.is_synced(&a.doc) && sb.is_synced(&b.doc) {
+            break;
+        }
+    }
+    assert_eq!(a.doc.get_heads(), b.doc.get_heads());
+    let whole = a.doc.save().len();
+    assert!(
+        a_sent < whole + whole / 2,
+        "a sent {a_sent} bytes for a {whole}-byte document"
+    );
+}

@@ -102,8 +102,14 @@ fn contained<T>(f: impl FnOnce() -> T) -> Result<T, SyncError> {
     })
 }
 
+/// True for a message's changes that are one whole saved document.
+fn is_whole_document(changes: &sync::ChunkList) -> bool {
+    let mut chunks = changes.iter();
+    matches!((chunks.next(), chunks.next()), (Some(c), None) if verify::is_document_chunk(c))
+}
+
 /// What happened, for the driver.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Changes were applied; store these verified attestations with them.
     Applied {
@@ -111,6 +117,10 @@ pub enum Event {
         changes: usize,
         /// Attestations to keep (their changes are now in the document).
         attestations: Vec<Attestation>,
+        /// The changes themselves, in the order they were applied: exactly what
+        /// the message added to the document, so the store need not rebuild
+        /// them from it.
+        applied: Vec<Change>,
     },
     /// The peer said goodbye after both held the same heads.
     PeerDone,
@@ -152,6 +162,8 @@ pub struct Session {
     waiting: HashMap<ChangeHash, Change>,
     /// Raw bytes of `waiting`.
     waiting_bytes: usize,
+    /// This home's heads when it last sent its whole document.
+    document_sent_at: Option<Vec<ChangeHash>>,
     outbox: VecDeque<Vec<u8>>,
     last_heard: u64,
     /// Sync messages in a row that brought nothing (reset by any change).
@@ -185,6 +197,7 @@ impl Session {
             verified: Vec::new(),
             waiting: HashMap::new(),
             waiting_bytes: 0,
+            document_sent_at: None,
             outbox: VecDeque::new(),
             last_heard: now,
             idle_rounds: 0,
@@ -416,6 +429,7 @@ impl Session {
         Ok(vec![Event::Applied {
             changes: ready.len(),
             attestations: placement.attestations,
+            applied: ready,
         }])
     }
 
@@ -446,6 +460,17 @@ impl Session {
             message.need.extend(need);
             // The encoding requires sorted hashes (it panics otherwise).
             message.need.sort_unstable();
+        }
+        // Automerge sends the whole document to a peer that holds nothing,
+        // again with every message it answers until that peer has taken the
+        // first copy. On one reliable stream the first copy is enough.
+        if is_whole_document(&message.changes) {
+            let heads = doc.get_heads();
+            if self.document_sent_at.as_ref() == Some(&heads) {
+                message.changes = sync::ChunkList::empty();
+            } else {
+                self.document_sent_at = Some(heads);
+            }
         }
         let with_changes = !message.changes.is_empty();
         if with_changes {

@@ -84,6 +84,12 @@ pub fn parse_chunks(data: &[u8]) -> Result<Vec<Change>, VerifyError> {
     Ok(changes)
 }
 
+/// True if `chunk` starts like an automerge document chunk (the whole saved
+/// document rather than single changes).
+pub fn is_document_chunk(chunk: &[u8]) -> bool {
+    chunk.len() > 8 && chunk[..4] == MAGIC && chunk[8] == CHUNK_DOCUMENT
+}
+
 /// Reads an unsigned LEB128 number; returns it and the bytes used.
 fn uleb(bytes: &[u8]) -> Option<(u64, usize)> {
     let mut value: u64 = 0;

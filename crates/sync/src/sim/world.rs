@@ -739,6 +739,7 @@ impl<'c> World<'c> {
                     if let SessionEvent::Applied {
                         changes,
                         attestations,
+                        ..
                     } = e
                     {
                         dev.keep(&attestations);
