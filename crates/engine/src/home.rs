@@ -274,8 +274,10 @@ impl Home {
 
     /// Signals that the document changed.
     pub(crate) fn notify_changed(&self) {
-        if let Some(tx) = &self.notifier {
-            tx.send_modify(|n| *n = n.wrapping_add(1));
+        match &self.notifier {
+            Some(tx) => tx.send_modify(|n| *n = n.wrapping_add(1)),
+            // Not serving: a `serve` in another process may be.
+            None => crate::wake::poke(self.dir()),
         }
     }
 

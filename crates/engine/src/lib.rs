@@ -32,6 +32,7 @@ pub mod export;
 pub mod home;
 pub mod pairing;
 pub mod sync;
+mod wake;
 
 pub use error::{Error, Result};
 pub use export::{Export, ExportFormat};

@@ -5,6 +5,7 @@
 //! with its signatures, or not stored at all. One-shot sync ([`sync_once`]) and
 //! the long-running service ([`serve`]) share the same driver.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +23,55 @@ use crate::home::Home;
 
 /// How long to wait for a peer to answer a connection attempt.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long `serve` waits, after a handshake, for the peer to open its stream.
+/// An honest dialler opens it and sends Hello at once; without this bound a
+/// member device that connects and opens nothing would hold its connection
+/// (kept open by keep-alives) and a task of `serve` for as long as it likes.
+pub const FIRST_STREAM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many connections one device may hold open with `serve` at once. A
+/// device needs one (two while a dial crosses an accept); the cap keeps one
+/// member key from tying up the server with many idle connections.
+pub const MAX_CONNECTIONS_PER_DEVICE: usize = 4;
+
+/// Open connections per device, for [`MAX_CONNECTIONS_PER_DEVICE`].
+#[derive(Clone, Default)]
+struct Connections(Arc<Mutex<HashMap<DeviceId, usize>>>);
+
+/// One counted connection; uncounted when dropped.
+struct Counted {
+    all: Connections,
+    peer: DeviceId,
+}
+
+impl Connections {
+    fn admit(&self, peer: DeviceId) -> Option<Counted> {
+        let mut all = self.0.lock().ok()?;
+        let n = all.entry(peer).or_default();
+        if *n >= MAX_CONNECTIONS_PER_DEVICE {
+            return None;
+        }
+        *n += 1;
+        Some(Counted {
+            all: self.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Ok(mut all) = self.all.0.lock()
+            && let Some(n) = all.get_mut(&self.peer)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                all.remove(&self.peer);
+            }
+        }
+    }
+}
 
 /// What a sync moved, for people and scripts.
 #[derive(Debug, Clone, Serialize)]
@@ -70,10 +120,16 @@ impl Replica for Home {
         let outcome = self
             .store_mut()
             .write_with(|w| -> Result<Vec<Event>, WriteError> {
-                let events = session.handle(frame, w.doc, now_ms).map_err(WriteError::Sync)?;
-                for e in &events {
-                    if let Event::Applied { attestations, .. } = e {
+                let mut events = session.handle(frame, w.doc, now_ms).map_err(WriteError::Sync)?;
+                for e in &mut events {
+                    if let Event::Applied {
+                        attestations,
+                        applied,
+                        ..
+                    } = e
+                    {
                         w.attestations.extend(attestations.iter().copied());
+                        w.applied.append(applied);
                     }
                 }
                 Ok(events)
@@ -116,7 +172,13 @@ impl Replica for Home {
         let peer = session.peer();
         self.store_mut()
             .set_sync_state(&peer, &session.saved_state())
-            .map_err(local)
+            .map_err(local)?;
+        // Writes that apply synced changes leave compaction for later, to keep
+        // each frame's write short: the end of a session is later.
+        if let Err(e) = self.store_mut().compact_if_due() {
+            tracing::warn!(error = %e, "could not compact the store");
+        }
+        Ok(())
     }
 }
 
@@ -239,10 +301,13 @@ pub async fn sync_once(home: Arc<Mutex<Home>>, addr: SocketAddr) -> Result<SyncR
         .map_err(|e| Error::Net(format!("cannot connect to {addr}: {}", explain_connect(&e))))?;
     let peer =
         tls::peer_device(&conn).ok_or_else(|| Error::Net("the peer presented no device key".into()))?;
+    // TLS 1.3 lets this side finish its handshake before the peer has judged
+    // this device's key, so a refusal can surface here rather than above:
+    // name it the same way.
     let (send, recv) = conn
         .open_bi()
         .await
-        .map_err(|e| Error::Net(format!("cannot open a stream to {addr}: {e}")))?;
+        .map_err(|e| Error::Net(format!("cannot open a stream to {addr}: {}", explain_connect(&e))))?;
     let session = lock(&home)?.session_with(peer)?;
     let report = driver::drive(session, send, recv, home.clone(), Mode::OneShot).await;
     conn.close(0u32.into(), b"done");
@@ -310,11 +375,21 @@ pub async fn serve(
         // The starting point is read now, so an edit made by another process
         // right after `serve` starts is noticed on the first tick.
         let first = lock(&home)?.store_mut().data_version().ok();
+        // Other `duet` processes poke this socket after each edit, so their
+        // edits go out at once rather than on the next poll.
+        let wake = crate::wake::listen(lock(&home)?.dir());
         tasks.spawn(async move {
             let mut last = first;
             loop {
+                let poked = async {
+                    match &wake {
+                        Some(w) => w.poked().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = tokio::time::sleep(poll) => {}
+                    _ = poked => {}
                     _ = stop.changed() => if *stop.borrow() { return },
                 }
                 let Ok(mut h) = lock(&home) else { return };
@@ -335,6 +410,11 @@ pub async fn serve(
                 {
                     allow.replace(peers);
                 }
+                // Live sessions never end, so their changes are compacted here,
+                // between frames rather than inside one.
+                if by_sync && let Err(e) = h.store_mut().compact_if_due() {
+                    tracing::warn!(error = %e, "could not compact the store");
+                }
             }
         });
     }
@@ -344,6 +424,7 @@ pub async fn serve(
         tasks.spawn(async move { dial_forever(home, endpoint, client, addr, changed, stop).await });
     }
     let mut stop_accept = stop.clone();
+    let connections = Connections::default();
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => i,
@@ -351,6 +432,7 @@ pub async fn serve(
         };
         let Some(incoming) = incoming else { break };
         let (home, changed, stop) = (home.clone(), changed_rx.clone(), stop.clone());
+        let connections = connections.clone();
         tasks.spawn(async move {
             let conn = match incoming.await {
                 Ok(c) => c,
@@ -362,8 +444,22 @@ pub async fn serve(
             let Some(peer) = tls::peer_device(&conn) else {
                 return;
             };
-            let Ok((send, recv)) = conn.accept_bi().await else {
+            let Some(_counted) = connections.admit(peer) else {
+                tracing::info!(peer = %peer.short(), "closed a connection: too many open from this device");
+                conn.close(0u32.into(), b"too many connections");
                 return;
+            };
+            // Bounded: a peer that connects and never opens a stream is
+            // dropped (see FIRST_STREAM_TIMEOUT). Once the stream is open, the
+            // session's own idle timer takes over.
+            let (send, recv) = match tokio::time::timeout(FIRST_STREAM_TIMEOUT, conn.accept_bi()).await {
+                Ok(Ok(streams)) => streams,
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::info!(peer = %peer.short(), "closed a connection that opened no stream");
+                    conn.close(0u32.into(), b"no stream opened");
+                    return;
+                }
             };
             let session = match lock(&home).and_then(|mut h| h.session_with(peer)) {
                 Ok(s) => s,

@@ -5,127 +5,38 @@
 //! that tampers with what it sends).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use automerge::{Automerge, ChangeHash, ReadDoc};
+use duet::Home;
 use duet::model::{
     AgreementKind, Attestation, CheckInEntry, DeviceId, DeviceSecret, Editor, IssueFilter, IssueStatus,
     ItemId, NewIssue, Rating, Seat, TimeKind, Week,
 };
-use duet::{Home, InitOptions, PairHost, PairOutcome, ServeOptions, SyncReport, pair_join, serve, sync_once};
 use duet_sync::net::driver::{self, DriveError, Mode, Replica, Report};
 use duet_sync::net::tls::{self, ALPN_SYNC, AllowList};
 use duet_sync::proto::frame::Frame;
 use duet_sync::proto::session::{Event, Session, SyncError};
 use duet_sync::proto::wire::{Message, SyncMessage};
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-type Shared = Arc<Mutex<Home>>;
-
-/// How long any one network step of a test may take before the test fails.
-const STEP: Duration = Duration::from_secs(30);
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-fn lock(home: &Shared) -> MutexGuard<'_, Home> {
-    home.lock().unwrap()
-}
-
-async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what} took longer than {STEP:?}"))
-}
+mod common;
+use common::*;
 
 // ---------------------------------------------------------------------------
 // Homes, pairing, serving
 // ---------------------------------------------------------------------------
 
-fn init(root: &Path, name: &str, device: &str) -> Shared {
-    let home = Home::init(
-        &root.join(device),
-        &InitOptions {
-            name: name.into(),
-            device_name: Some(device.into()),
-        },
-    )
-    .unwrap();
-    Arc::new(Mutex::new(home))
-}
-
-fn dir_of(home: &Shared) -> PathBuf {
-    lock(home).dir().to_path_buf()
-}
-
-fn device_of(home: &Shared) -> DeviceId {
-    lock(home).device_id()
-}
-
 fn secret_of(home: &Shared) -> DeviceSecret {
     lock(home).store_mut().device_secret().unwrap()
-}
-
-/// Pairs `joiner` into `host`'s space over loopback; returns (host side, joiner side).
-async fn pair(host: &Shared, joiner: &Shared, same_person: bool) -> (PairOutcome, PairOutcome) {
-    let pairing = PairHost::bind(host.clone(), loopback(), None).unwrap();
-    let addr = pairing.local_addr().unwrap();
-    let code = pairing.code().to_string();
-    let hosting = tokio::spawn(pairing.run(STEP));
-    let joined = within("pair join", pair_join(joiner.clone(), &code, addr, same_person))
-        .await
-        .unwrap();
-    let hosted = within("pair host", hosting).await.unwrap().unwrap();
-    (hosted, joined)
-}
-
-/// A running `serve`.
-struct Server {
-    addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<duet::Result<()>>,
-}
-
-async fn start_serve(home: &Shared) -> Server {
-    start_serve_dialling(home, Vec::new()).await
-}
-
-/// `serve`, also keeping live sessions with `peers`.
-async fn start_serve_dialling(home: &Shared, peers: Vec<SocketAddr>) -> Server {
-    let (stop, stop_rx) = watch::channel(false);
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let opts = ServeOptions {
-        listen: loopback(),
-        peers,
-        poll: Duration::from_millis(50),
-    };
-    let task = tokio::spawn(serve(home.clone(), opts, stop_rx, Some(ready_tx)));
-    let addr = within("serve to listen", ready_rx).await.unwrap();
-    Server { addr, stop, task }
-}
-
-impl Server {
-    async fn stop(self) {
-        self.stop.send(true).unwrap();
-        within("serve to stop", self.task).await.unwrap().unwrap();
-    }
-}
-
-async fn sync(home: &Shared, addr: SocketAddr) -> duet::Result<SyncReport> {
-    within("sync_once", sync_once(home.clone(), addr)).await
 }
 
 // ---------------------------------------------------------------------------
 // Reading homes
 // ---------------------------------------------------------------------------
-
-fn heads(home: &Shared) -> Vec<ChangeHash> {
-    lock(home).read(|d| d.get_heads()).unwrap()
-}
 
 /// The change log as (seq, hash), newest first.
 fn log(home: &Shared) -> Vec<(i64, String)> {
@@ -137,21 +48,6 @@ fn log(home: &Shared) -> Vec<(i64, String)> {
         .collect()
 }
 
-fn titles(home: &Shared) -> Vec<String> {
-    let mut t: Vec<String> = lock(home)
-        .issues(IssueFilter::default())
-        .unwrap()
-        .into_iter()
-        .map(|i| i.title)
-        .collect();
-    t.sort();
-    t
-}
-
-fn has_title(home: &Shared, title: &str) -> bool {
-    titles(home).iter().any(|t| t == title)
-}
-
 fn issue_id(home: &Shared, title: &str) -> String {
     lock(home)
         .issues(IssueFilter::default())
@@ -161,72 +57,6 @@ fn issue_id(home: &Shared, title: &str) -> String {
         .unwrap_or_else(|| panic!("no issue {title:?}"))
         .id
         .to_string()
-}
-
-fn add_issue(home: &Shared, title: &str, body: &str) -> String {
-    lock(home)
-        .add_issue(&NewIssue {
-            title: title.into(),
-            body: body.into(),
-            ..Default::default()
-        })
-        .unwrap()
-        .id
-        .to_string()
-}
-
-/// Everything a person sees of the shared record, as JSON, to compare homes.
-fn record(home: &Shared) -> serde_json::Value {
-    let mut h = lock(home);
-    serde_json::json!({
-        "issues": serde_json::to_value(h.issues(IssueFilter::default()).unwrap()).unwrap(),
-        "checkins": serde_json::to_value(h.checkins().unwrap()).unwrap(),
-        "agreements": serde_json::to_value(h.agreements().unwrap()).unwrap(),
-        "people": serde_json::to_value(h.people().unwrap()).unwrap(),
-        "devices": serde_json::to_value(h.devices().unwrap()).unwrap(),
-    })
-}
-
-/// The home's log and its document agree: every logged change is in the
-/// document and the other way round, and the document opens from disk.
-fn assert_consistent(dir: &Path) -> Vec<ChangeHash> {
-    let mut h = Home::open(dir).expect("the home opens again");
-    h.status().expect("its status reads");
-    let logged: Vec<String> = h.log(None).unwrap().into_iter().map(|l| l.hash).collect();
-    let mut in_doc: Vec<String> = h
-        .read(|d| d.get_changes(&[]).iter().map(|c| c.hash().to_string()).collect())
-        .unwrap();
-    let mut logged_sorted = logged.clone();
-    logged_sorted.sort();
-    in_doc.sort();
-    assert_eq!(
-        logged_sorted, in_doc,
-        "the log and the document hold the same changes"
-    );
-    h.read(|d| d.get_heads()).unwrap()
-}
-
-/// Deterministic text of `words` made-up words (3 to 9 letters): about as
-/// hard to compress as real prose, so compressed sizes are not flattered.
-fn prose(seed: u64, words: usize) -> String {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let mut out = String::new();
-    for w in 0..words {
-        if w > 0 {
-            out.push(' ');
-        }
-        let len = 3 + next() % 7;
-        for _ in 0..len {
-            out.push(char::from(b"etaoinshrdlucmfwypvbgk"[(next() % 22) as usize]));
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------
@@ -514,18 +344,6 @@ async fn tls_verdict(secret: &DeviceSecret, server: DeviceId, addr: SocketAddr) 
 
 fn refused_by_tls(verdict: &Result<(), String>) -> bool {
     matches!(verdict, Err(e) if e.contains("ApplicationVerificationFailure"))
-}
-
-/// Waits up to `limit` for `cond`.
-async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    cond()
 }
 
 fn contains(hay: &[u8], needle: &str) -> bool {

@@ -7,9 +7,15 @@ use rusqlite::{OptionalExtension, params};
 
 use crate::{Store, StoreError};
 
-/// A snapshot is written once this many changes have been appended since the
-/// last one. Loading then costs one snapshot plus at most this many changes.
+/// A snapshot is written once at least this many changes have been appended
+/// since the last one, and their bytes reach [`COMPACT_TAIL_SHARE`] of it.
 pub const COMPACT_EVERY: i64 = 500;
+
+/// The tail of the log, in bytes, that makes a snapshot due: one eighth of the
+/// last snapshot. Rewriting the whole document every 500 changes made the bytes
+/// written per edit grow with the history; in proportion to its size they stay
+/// flat, and loading never replays more than an eighth of the document.
+pub const COMPACT_TAIL_SHARE: i64 = 8;
 
 /// The document as of change `seq` of the log.
 pub(crate) struct Cached {
@@ -140,6 +146,7 @@ impl Store {
             ..
         } = w;
         let gained = cached.doc.stats().num_changes.saturating_sub(count_before);
+        let from_sync = !applied.is_empty();
         let new: Vec<Change> = if gained > 0 && applied.len() as u64 == gained {
             applied
         } else {
@@ -191,7 +198,11 @@ impl Store {
         for (a, change_seq) in seqs {
             self.put_attestation(&a, change_seq)?;
         }
-        self.maybe_compact()?;
+        // A sync's write stays short: compaction waits for a local write or
+        // for the caller's `compact_if_due` once the session is idle.
+        if !from_sync {
+            self.maybe_compact()?;
+        }
         Ok(value)
     }
 
@@ -288,20 +299,60 @@ impl Store {
         Ok((out, last))
     }
 
-    fn maybe_compact(&mut self) -> Result<(), StoreError> {
-        let Some(c) = self.cache.as_ref() else {
-            return Ok(());
-        };
-        let last_snapshot: i64 = self
-            .conn
-            .query_row("SELECT COALESCE(MAX(upto_seq), 0) FROM snapshots", [], |r| {
-                r.get(0)
-            })
-            .map_err(|e| self.err(e))?;
-        if c.seq - last_snapshot >= COMPACT_EVERY {
-            self.write_snapshot()?;
+    fn maybe_compact(&mut self) -> Result<bool, StoreError> {
+        if !self.compaction_due()? {
+            return Ok(false);
         }
-        Ok(())
+        self.write_snapshot()?;
+        Ok(true)
+    }
+
+    fn compaction_due(&self) -> Result<bool, StoreError> {
+        let Some(c) = self.cache.as_ref() else {
+            return Ok(false);
+        };
+        let (upto, size): (i64, i64) = self
+            .conn
+            .query_row(
+                "SELECT COALESCE(MAX(upto_seq), 0),
+                        COALESCE((SELECT length(bytes) FROM snapshots ORDER BY upto_seq DESC LIMIT 1), 0)
+                 FROM snapshots",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.err(e))?;
+        if c.seq - upto < COMPACT_EVERY {
+            return Ok(false);
+        }
+        let tail: i64 = self
+            .conn
+            .query_row(
+                "SELECT COALESCE(SUM(length(bytes)), 0) FROM changes WHERE seq > ?1",
+                [upto],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(tail.saturating_mul(COMPACT_TAIL_SHARE) >= size)
+    }
+
+    /// Writes a snapshot if one is due (see [`COMPACT_EVERY`]); returns whether
+    /// it did. For callers that apply synced changes, which do not compact
+    /// inside their writes, once the session is idle or over.
+    pub fn compact_if_due(&mut self) -> Result<bool, StoreError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.err(e))?;
+        let result = self.catch_up().and_then(|()| self.maybe_compact());
+        match result {
+            Ok(done) => {
+                self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))?;
+                Ok(done)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
     }
 
     /// Writes a snapshot of the cached document and drops older ones. Runs inside

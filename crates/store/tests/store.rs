@@ -219,3 +219,58 @@ fn every_write_signs_the_devices_newest_change() {
     s.set_peer_address(&peer, "127.0.0.1:7000").unwrap();
     assert_eq!(s.peers().unwrap()[0].address, "127.0.0.1:7000");
 }
+
+#[test]
+fn new_stores_use_small_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(create(dir.path(), 1));
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+    assert_eq!(size, 1024);
+}
+
+/// Text that does not compress (snapshots are deflated).
+fn noise(len: usize, seed: u64) -> String {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
+}
+
+#[test]
+fn a_snapshot_waits_until_the_tail_is_worth_it_and_syncs_compact_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = create(dir.path(), 1);
+    // A document that weighs something, so one snapshot is large.
+    s.write(|doc| {
+        doc.transact(|tx| tx.put(ROOT, "blob", noise(1_000_000, 1)))
+            .map(|_| ())
+            .map_err(|_| StoreError::Busy("x".into()))
+    })
+    .unwrap();
+    s.compact().unwrap();
+    let first = s.stats().unwrap();
+    // 500 tiny changes are far less than an eighth of a 600 KB snapshot.
+    for _ in 0..COMPACT_EVERY + 5 {
+        bump(&mut s);
+    }
+    let stats = s.stats().unwrap();
+    assert_eq!(stats.snapshot_bytes, first.snapshot_bytes, "no new snapshot yet");
+    assert!(stats.since_snapshot > COMPACT_EVERY);
+    assert!(!s.compact_if_due().unwrap());
+    // A big enough tail makes one due.
+    s.write(|doc| {
+        doc.transact(|tx| tx.put(ROOT, "blob2", noise(100_000, 2)))
+            .map(|_| ())
+            .map_err(|_| StoreError::Busy("x".into()))
+    })
+    .unwrap();
+    let stats = s.stats().unwrap();
+    assert_eq!(stats.since_snapshot, 0, "the local write compacted");
+    assert!(!s.compact_if_due().unwrap(), "nothing more is due");
+}

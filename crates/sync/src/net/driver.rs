@@ -15,7 +15,7 @@ use duet_model::DeviceId;
 use tokio::sync::watch;
 
 use crate::proto::frame::FrameDecoder;
-use crate::proto::session::{Event, Session, Stats, SyncError};
+use crate::proto::session::{Event, IDLE_TIMEOUT_MS, Session, Stats, SyncError};
 
 /// How long a read may wait before the session's idle timer is checked.
 const TICK: Duration = Duration::from_millis(500);
@@ -23,6 +23,10 @@ const TICK: Duration = Duration::from_millis(500);
 const READ_CHUNK: usize = 64 * 1024;
 /// How long to wait for the peer to close after our Bye.
 const LINGER: Duration = Duration::from_secs(5);
+/// While a frame is half-received, the peer counts as heard from each time
+/// this many more of its bytes have arrived (per [`IDLE_TIMEOUT_MS`]: about
+/// 2 KiB/s, far below any usable link, far above a trickle).
+const MIN_PROGRESS: usize = 64 * 1024;
 
 /// What the driver needs from a home. The engine implements it over its store;
 /// every method runs briefly and synchronously (the store is local SQLite).
@@ -152,8 +156,13 @@ pub async fn drive<R: Replica>(
     }
     // Whatever happened, tell the peer (a Failure frame may be queued), and give
     // it a moment to receive that before the connection is dropped.
-    let _ = flush(&mut session, &mut send).await;
-    if send.finish().is_ok() {
+    // A peer that stopped responding will not acknowledge anything either:
+    // waiting for it would only delay the error.
+    let gone = matches!(result, Err(DriveError::Sync(SyncError::Timeout)));
+    if !gone {
+        let _ = flush(&mut session, &mut send).await;
+    }
+    if send.finish().is_ok() && !gone {
         let _ = tokio::time::timeout(LINGER, send.stopped()).await;
     }
     result.map(|()| Report {
@@ -173,6 +182,10 @@ async fn drive_inner<R: Replica>(
 ) -> Result<(), DriveError> {
     let mut decoder = FrameDecoder::new();
     let mut buf = vec![0u8; READ_CHUNK];
+    // When the bytes of a half-received frame last made progress (see
+    // `check_idle`), on the session's clock, and the bytes since.
+    let mut progress_at = millis(start);
+    let mut progress_bytes = 0usize;
     lock(replica)?.generate(session)?;
     loop {
         flush(session, send).await?;
@@ -193,6 +206,9 @@ async fn drive_inner<R: Replica>(
                     r = tokio::time::timeout(TICK, recv.read(&mut buf)) => r,
                     _ = changed.changed() => {
                         lock(replica)?.generate(session)?;
+                        // Local changes can come faster than TICK: the idle
+                        // timer must not wait for a read to time out.
+                        check_idle(session, &decoder, millis(start), progress_at)?;
                         continue;
                     }
                     _ = stop.changed() => {
@@ -213,7 +229,7 @@ async fn drive_inner<R: Replica>(
         };
         let now = millis(start);
         match read {
-            Err(_elapsed) => session.handle_timeout(now)?,
+            Err(_elapsed) => check_idle(session, &decoder, now, progress_at)?,
             Ok(Err(quinn::ReadError::ConnectionLost(c))) => return Err(connection_error(&c)),
             Ok(Err(e)) => return Err(DriveError::Connection(e.to_string())),
             Ok(Ok(None)) => {
@@ -225,6 +241,8 @@ async fn drive_inner<R: Replica>(
             }
             Ok(Ok(Some(n))) => {
                 decoder.push(&buf[..n]);
+                progress_bytes += n;
+                let mut completed = false;
                 let mut r = lock(replica)?;
                 loop {
                     let frame = match decoder.next_frame() {
@@ -233,13 +251,43 @@ async fn drive_inner<R: Replica>(
                         Err(e) => return Err(session.fail(SyncError::Wire(e.into())).into()),
                     };
                     tracing::debug!(kind = frame.kind, bytes = frame.payload.len(), "frame in");
+                    completed = true;
                     let events = r.receive(session, &frame, now)?;
                     if events.contains(&Event::PeerDone) {
                         return Ok(());
                     }
                 }
                 r.generate(session)?;
+                drop(r);
+                if completed || progress_bytes >= MIN_PROGRESS {
+                    progress_at = now;
+                    progress_bytes = 0;
+                }
+                // Checked after data too, not only when a read waits a full
+                // TICK: a peer trickling a byte every few hundred milliseconds
+                // would otherwise keep the session open for ever.
+                check_idle(session, &decoder, now, progress_at)?;
             }
         }
+    }
+}
+
+/// Ends the session if the peer went quiet. With no frame half-received, the
+/// session's own timer decides (it counts whole frames). While a frame is
+/// arriving, its bytes must keep coming, [`MIN_PROGRESS`] of them per
+/// [`IDLE_TIMEOUT_MS`]: a slow link may take minutes over a large frame (a
+/// first sync), but a peer trickling a frame it never completes is cut off.
+fn check_idle(
+    session: &mut Session,
+    decoder: &FrameDecoder,
+    now: u64,
+    progress_at: u64,
+) -> Result<(), SyncError> {
+    if decoder.buffered() == 0 {
+        session.handle_timeout(now)
+    } else if now.saturating_sub(progress_at) > IDLE_TIMEOUT_MS {
+        Err(session.fail(SyncError::Timeout))
+    } else {
+        Ok(())
     }
 }

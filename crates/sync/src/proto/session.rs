@@ -94,12 +94,39 @@ pub enum SyncError {
 /// `fuzz/known-crashes/`); a peer must not be able to crash this device with
 /// one. The caller discards the document on any error, so the half-applied
 /// state a panic may leave is never kept.
+///
+/// Such a panic is an expected refusal, not a crash: it is kept out of the
+/// panic hook (no message or backtrace on standard error, which a peer could
+/// otherwise trigger at will while this home's lock is held).
 fn contained<T>(f: impl FnOnce() -> T) -> Result<T, SyncError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| {
+    quiet_panics_install();
+    CONTAINED.with(|c| c.set(c.get() + 1));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINED.with(|c| c.set(c.get().saturating_sub(1)));
+    result.map_err(|_| {
         SyncError::Refused(VerifyError::Malformed(
             "automerge could not process the changes".into(),
         ))
     })
+}
+
+thread_local! {
+    /// How deep this thread is inside [`contained`].
+    static CONTAINED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Wraps the panic hook once so that it stays silent for panics inside
+/// [`contained`] and reports every other panic as before.
+fn quiet_panics_install() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CONTAINED.with(|c| c.get()) == 0 {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// True for a message's changes that are one whole saved document.
