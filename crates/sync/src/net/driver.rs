@@ -257,7 +257,12 @@ async fn drive_inner<R: Replica>(
                         return Ok(());
                     }
                 }
-                r.generate(session)?;
+                // Nothing to answer until a whole frame arrived: generating
+                // after every read of a large frame only recomputes the same
+                // message (membership, signatures, automerge's state).
+                if completed {
+                    r.generate(session)?;
+                }
                 drop(r);
                 if completed || progress_bytes >= MIN_PROGRESS {
                     progress_at = now;
