@@ -543,12 +543,17 @@ fn spawn_serve(duet: &Path, home: &Path, port: u16, peer: Option<u16>, log: &Pat
 
 /// Makes `e` on `src` and returns the new change's hash.
 fn edit_home(src: &mut Home, e: &Edit) -> Result<ChangeHash> {
-    src.store_mut().write(|doc| -> Result<ChangeHash, anyhow::Error> {
-        workload::apply(doc, e)?;
-        doc.get_last_local_change()
-            .map(|c| c.hash())
-            .context("the edit made no change")
-    })
+    let hash = src
+        .store_mut()
+        .write(|doc| -> Result<ChangeHash, anyhow::Error> {
+            workload::apply(doc, e)?;
+            doc.get_last_local_change()
+                .map(|c| c.hash())
+                .context("the edit made no change")
+        })?;
+    // As `Home`'s own edit methods do: wake the `serve` running on the home.
+    src.notify_changed();
+    Ok(hash)
 }
 
 fn wait_on_home(dst: &mut Home, hash: &ChangeHash, limit: Duration) -> Result<()> {

@@ -272,8 +272,11 @@ impl Home {
         self.notifier = Some(tx);
     }
 
-    /// Signals that the document changed.
-    pub(crate) fn notify_changed(&self) {
+    /// Tells a `serve` running on this home, in this process or another, that
+    /// the document changed, so that it pushes the change at once. `Home`'s
+    /// own edit methods call it; call it after writing through
+    /// [`Home::store_mut`] directly.
+    pub fn notify_changed(&self) {
         match &self.notifier {
             Some(tx) => tx.send_modify(|n| *n = n.wrapping_add(1)),
             // Not serving: a `serve` in another process may be.

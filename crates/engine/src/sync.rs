@@ -396,6 +396,7 @@ pub async fn serve(
                 let version = h.store_mut().data_version().ok();
                 let elsewhere = version != last;
                 if elsewhere {
+                    tracing::debug!("the home changed in another process");
                     h.notify_changed();
                 }
                 last = version;

@@ -130,6 +130,7 @@ pub fn connection_error(e: &quinn::ConnectionError) -> DriveError {
 
 async fn flush(session: &mut Session, send: &mut quinn::SendStream) -> Result<(), DriveError> {
     while let Some(bytes) = session.poll_transmit() {
+        tracing::debug!(bytes = bytes.len(), "frame out");
         send.write_all(&bytes).await.map_err(|e| match e {
             quinn::WriteError::ConnectionLost(c) => connection_error(&c),
             other => DriveError::Connection(other.to_string()),
