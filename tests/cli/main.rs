@@ -8,6 +8,7 @@
 mod agreements;
 mod checkins;
 mod concurrency;
+mod crash;
 mod errors;
 mod export;
 mod init;

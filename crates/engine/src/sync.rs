@@ -5,7 +5,7 @@
 //! with its signatures, or not stored at all. One-shot sync ([`sync_once`]) and
 //! the long-running service ([`serve`]) share the same driver.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,42 +32,61 @@ pub const FIRST_STREAM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many connections one device may hold open with `serve` at once. A
 /// device needs one (two while a dial crosses an accept); the cap keeps one
-/// member key from tying up the server with many idle connections.
+/// member key from tying up the server with many idle connections. A new
+/// connection over the cap replaces the device's oldest one: a device that
+/// restarts cannot close its old connections, which linger until QUIC's idle
+/// timeout, and must not be shut out meanwhile. A device can only push out its
+/// own connections.
 pub const MAX_CONNECTIONS_PER_DEVICE: usize = 4;
 
 /// Open connections per device, for [`MAX_CONNECTIONS_PER_DEVICE`].
 #[derive(Clone, Default)]
-struct Connections(Arc<Mutex<HashMap<DeviceId, usize>>>);
+struct Connections(Arc<Mutex<ConnectionTable>>);
+
+#[derive(Default)]
+struct ConnectionTable {
+    next: u64,
+    by_device: HashMap<DeviceId, VecDeque<(u64, quinn::Connection)>>,
+}
 
 /// One counted connection; uncounted when dropped.
 struct Counted {
     all: Connections,
     peer: DeviceId,
+    id: u64,
 }
 
 impl Connections {
-    fn admit(&self, peer: DeviceId) -> Option<Counted> {
-        let mut all = self.0.lock().ok()?;
-        let n = all.entry(peer).or_default();
-        if *n >= MAX_CONNECTIONS_PER_DEVICE {
-            return None;
+    /// Counts `conn` from `peer`, closing the peer's oldest connection if it
+    /// is at the cap.
+    fn admit(&self, peer: DeviceId, conn: &quinn::Connection) -> Option<Counted> {
+        let mut table = self.0.lock().ok()?;
+        let id = table.next;
+        table.next += 1;
+        let open = table.by_device.entry(peer).or_default();
+        while open.len() >= MAX_CONNECTIONS_PER_DEVICE {
+            if let Some((_, oldest)) = open.pop_front() {
+                tracing::info!(peer = %peer.short(), "closed the oldest connection of a device over its share");
+                oldest.close(0u32.into(), b"replaced by a newer connection");
+            }
         }
-        *n += 1;
+        open.push_back((id, conn.clone()));
         Some(Counted {
             all: self.clone(),
             peer,
+            id,
         })
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        if let Ok(mut all) = self.all.0.lock()
-            && let Some(n) = all.get_mut(&self.peer)
+        if let Ok(mut table) = self.all.0.lock()
+            && let Some(open) = table.by_device.get_mut(&self.peer)
         {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                all.remove(&self.peer);
+            open.retain(|(id, _)| *id != self.id);
+            if open.is_empty() {
+                table.by_device.remove(&self.peer);
             }
         }
     }
@@ -445,9 +464,7 @@ pub async fn serve(
             let Some(peer) = tls::peer_device(&conn) else {
                 return;
             };
-            let Some(_counted) = connections.admit(peer) else {
-                tracing::info!(peer = %peer.short(), "closed a connection: too many open from this device");
-                conn.close(0u32.into(), b"too many connections");
+            let Some(_counted) = connections.admit(peer, &conn) else {
                 return;
             };
             // Bounded: a peer that connects and never opens a stream is
