@@ -11,6 +11,7 @@ mod concurrency;
 mod crash;
 mod errors;
 mod export;
+mod full_disk;
 mod init;
 mod issues;
 mod log;

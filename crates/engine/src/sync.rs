@@ -161,7 +161,17 @@ impl Replica for Home {
                 Ok(events)
             }
             Err(WriteError::Sync(e)) => Err(DriveError::Sync(e)),
-            Err(WriteError::Store(e)) => Err(local(e)),
+            Err(WriteError::Store(e)) => {
+                // The session handled the frame, the store did not keep it.
+                // The peer learns why, without this device's paths.
+                let why = match e {
+                    duet_store::StoreError::DiskFull(_) => "the disk is full",
+                    duet_store::StoreError::Busy(_) => "the database stayed locked",
+                    _ => "a local storage error",
+                };
+                let _ = session.fail_to_store(why);
+                Err(local(e))
+            }
         }
     }
 

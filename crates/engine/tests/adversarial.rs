@@ -1303,7 +1303,10 @@ async fn a_device_over_its_share_replaces_its_oldest_connection() {
     // the others ran to the first-stream timeout.
     assert!(ends[0] < Duration::from_secs(4), "{ends:?}");
     for e in &ends[1..] {
-        assert!(*e >= FIRST_STREAM_TIMEOUT - Duration::from_millis(500), "{ends:?}");
+        assert!(
+            *e >= FIRST_STREAM_TIMEOUT - Duration::from_millis(500),
+            "{ends:?}"
+        );
     }
     eprintln!(
         "figure: with four connections left open, the device's new sync took {} ms; the oldest leftover closed after {} ms",

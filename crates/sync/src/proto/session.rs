@@ -87,6 +87,9 @@ pub enum SyncError {
     /// The peer went quiet.
     #[error("the other device stopped responding")]
     Timeout,
+    /// One of the two devices could not store what it received.
+    #[error("could not store the changes: {0}")]
+    Storage(String),
 }
 
 /// Runs automerge on bytes from a peer, turning a panic inside automerge into a
@@ -191,6 +194,9 @@ pub struct Session {
     waiting_bytes: usize,
     /// This home's heads when it last sent its whole document.
     document_sent_at: Option<Vec<ChangeHash>>,
+    /// The sync state before the last sync message was handled, for
+    /// [`Session::fail_to_store`].
+    state_before_last: Option<sync::State>,
     outbox: VecDeque<Vec<u8>>,
     last_heard: u64,
     /// Sync messages in a row that brought nothing (reset by any change).
@@ -225,6 +231,7 @@ impl Session {
             waiting: HashMap::new(),
             waiting_bytes: 0,
             document_sent_at: None,
+            state_before_last: None,
             outbox: VecDeque::new(),
             last_heard: now,
             idle_rounds: 0,
@@ -301,6 +308,19 @@ impl Session {
         err
     }
 
+    /// Ends the session because this home could not store what the last frame
+    /// brought (a full disk, say): the sync state forgets that frame, as the
+    /// store forgot its changes, or the next session would take them for
+    /// stored and never ask for them again; and the peer is told why.
+    pub fn fail_to_store(&mut self, reason: &str) -> SyncError {
+        if let Some(state) = self.state_before_last.take() {
+            self.state = state;
+        }
+        self.waiting.clear();
+        self.waiting_bytes = 0;
+        self.fail(SyncError::Storage(reason.to_string()))
+    }
+
     /// Checks the idle timer.
     pub fn handle_timeout(&mut self, now: u64) -> Result<(), SyncError> {
         if self.phase != Phase::Closed && now.saturating_sub(self.last_heard) > IDLE_TIMEOUT_MS {
@@ -373,6 +393,7 @@ impl Session {
         // this home never stored.
         let before_state = self.state.clone();
         let result = self.apply_sync(s, doc);
+        self.state_before_last = Some(before_state.clone());
         match &result {
             Err(_) => self.state = before_state,
             Ok(events) if events.is_empty() => {
