@@ -136,10 +136,15 @@ impl Replica for Home {
         frame: &Frame,
         now_ms: u64,
     ) -> Result<Vec<Event>, DriveError> {
+        let started = std::time::Instant::now();
+        let mut handled = Duration::ZERO;
         let outcome = self
             .store_mut()
             .write_with(|w| -> Result<Vec<Event>, WriteError> {
-                let mut events = session.handle(frame, w.doc, now_ms).map_err(WriteError::Sync)?;
+                let t = std::time::Instant::now();
+                let result = session.handle(frame, w.doc, now_ms).map_err(WriteError::Sync);
+                handled = t.elapsed();
+                let mut events = result?;
                 for e in &mut events {
                     if let Event::Applied {
                         attestations,
@@ -153,6 +158,11 @@ impl Replica for Home {
                 }
                 Ok(events)
             });
+        tracing::debug!(
+            handle_us = handled.as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "frame stored"
+        );
         match outcome {
             Ok(events) => {
                 if events.iter().any(|e| matches!(e, Event::Applied { .. })) {

@@ -15,7 +15,7 @@ use crate::access;
 use crate::conflict::{Conflict, Moment, scalar_conflict};
 use crate::error::{InvalidInput, ModelError};
 use crate::ids::{ItemId, resolve_prefix};
-use crate::space::{Editor, Person, map_in, person};
+use crate::space::{Editor, People, Person, map_in};
 use crate::text::{check_text, check_title, required_text, short_text};
 use crate::vocab::{IssueKind, IssueStatus, Outcome, Owner, Seat, parse_date};
 use automerge::ROOT;
@@ -201,14 +201,15 @@ pub fn resolve_step(doc: &impl ReadDoc, prefix: &str) -> Result<(ItemId, ItemId)
 
 /// Reads issue `id`.
 pub fn issue(doc: &impl ReadDoc, id: &ItemId) -> Option<Issue> {
-    read_issue(doc, id, &issue_obj(doc, id)?)
+    read_issue(doc, id, &issue_obj(doc, id)?, &People::of(doc))
 }
 
 /// Reads every issue matching `filter`, oldest first.
 pub fn issues(doc: &impl ReadDoc, filter: IssueFilter) -> Vec<Issue> {
+    let people = People::of(doc);
     let mut out: Vec<Issue> = issue_ids(doc)
         .iter()
-        .filter_map(|id| issue(doc, id))
+        .filter_map(|id| read_issue(doc, id, &issue_obj(doc, id)?, &people))
         .filter(|i| filter.status.is_none_or(|s| i.status == s))
         .filter(|i| filter.kind.is_none_or(|k| i.kind == k))
         .collect();
@@ -216,7 +217,7 @@ pub fn issues(doc: &impl ReadDoc, filter: IssueFilter) -> Vec<Issue> {
     out
 }
 
-fn read_issue(doc: &impl ReadDoc, id: &ItemId, obj: &ObjId) -> Option<Issue> {
+fn read_issue(doc: &impl ReadDoc, id: &ItemId, obj: &ObjId, people: &People) -> Option<Issue> {
     let title = access::string(doc, obj, "title")?;
     let mut conflicts: Vec<Conflict> = [("title", "title"), ("status", "status"), ("kind", "kind")]
         .iter()
@@ -240,7 +241,7 @@ fn read_issue(doc: &impl ReadDoc, id: &ItemId, obj: &ObjId) -> Option<Issue> {
             ) else {
                 continue;
             };
-            if let Some(step) = read_step(doc, id, step_id, &step_obj) {
+            if let Some(step) = read_step(doc, id, step_id, &step_obj, people) {
                 steps.push(step);
             }
         }
@@ -255,7 +256,7 @@ fn read_issue(doc: &impl ReadDoc, id: &ItemId, obj: &ObjId) -> Option<Issue> {
         }
     }
     let notes = access::object(doc, obj, "notes", ObjType::List)
-        .map(|n| read_notes(doc, &n))
+        .map(|n| read_notes(doc, &n, people))
         .unwrap_or_default();
     Some(Issue {
         id: id.clone(),
@@ -267,7 +268,7 @@ fn read_issue(doc: &impl ReadDoc, id: &ItemId, obj: &ObjId) -> Option<Issue> {
         kind: access::string(doc, obj, "kind")
             .and_then(|s| s.parse().ok())
             .unwrap_or(IssueKind::Unclassified),
-        raised_by: seat_field(doc, obj, "raised_by"),
+        raised_by: seat_field(doc, obj, "raised_by", people),
         created_at: Moment(access::int(doc, obj, "created_at").unwrap_or(0)),
         startup: startup.filter(|s| !s.is_empty()),
         tags,
@@ -277,9 +278,9 @@ fn read_issue(doc: &impl ReadDoc, id: &ItemId, obj: &ObjId) -> Option<Issue> {
     })
 }
 
-fn seat_field(doc: &impl ReadDoc, obj: &ObjId, key: &str) -> Person {
+fn seat_field(doc: &impl ReadDoc, obj: &ObjId, key: &str, people: &People) -> Person {
     match access::string(doc, obj, key).and_then(|s| s.parse::<Seat>().ok()) {
-        Some(seat) => person(doc, seat),
+        Some(seat) => people.get(seat),
         None => Person {
             seat: None,
             name: "unknown".into(),
@@ -287,7 +288,7 @@ fn seat_field(doc: &impl ReadDoc, obj: &ObjId, key: &str) -> Person {
     }
 }
 
-fn read_step(doc: &impl ReadDoc, issue: &ItemId, id: ItemId, obj: &ObjId) -> Option<Step> {
+fn read_step(doc: &impl ReadDoc, issue: &ItemId, id: ItemId, obj: &ObjId, people: &People) -> Option<Step> {
     let text = access::string(doc, obj, "text")?;
     let mut accepted_by: Vec<Seat> = access::object(doc, obj, "accepted_by", ObjType::Map)
         .map(|m| {
@@ -312,7 +313,7 @@ fn read_step(doc: &impl ReadDoc, issue: &ItemId, id: ItemId, obj: &ObjId) -> Opt
             .unwrap_or(Owner::Both),
         due: access::string(doc, obj, "due"),
         accepted_by,
-        created_by: seat_field(doc, obj, "created_by"),
+        created_by: seat_field(doc, obj, "created_by", people),
         created_at: Moment(access::int(doc, obj, "created_at").unwrap_or(0)),
         done: access::boolean(doc, obj, "done").unwrap_or(false),
         outcome: access::string(doc, obj, "outcome").and_then(|s| s.parse().ok()),
@@ -321,11 +322,11 @@ fn read_step(doc: &impl ReadDoc, issue: &ItemId, id: ItemId, obj: &ObjId) -> Opt
     })
 }
 
-fn read_notes(doc: &impl ReadDoc, list: &ObjId) -> Vec<Note> {
+fn read_notes(doc: &impl ReadDoc, list: &ObjId, people: &People) -> Vec<Note> {
     (0..doc.length(list))
         .filter_map(|i| match doc.get(list, i) {
             Ok(Some((automerge::Value::Object(ObjType::Map), n))) => Some(Note {
-                author: seat_field(doc, &n, "author"),
+                author: seat_field(doc, &n, "author", people),
                 at: Moment(access::int(doc, &n, "at").unwrap_or(0)),
                 text: access::string(doc, &n, "text")?,
             }),

@@ -93,6 +93,27 @@ pub fn person(doc: &impl ReadDoc, seat: Seat) -> Person {
     }
 }
 
+/// Both partners as shown to people, read once for a whole typed read (a
+/// read of an issue names a partner per note and step; looking the names up
+/// each time cost most of such a read).
+#[derive(Debug, Clone)]
+pub struct People([Person; 2]);
+
+impl People {
+    /// Reads both partners.
+    pub fn of(doc: &impl ReadDoc) -> People {
+        People([person(doc, Seat::A), person(doc, Seat::B)])
+    }
+
+    /// The partner in `seat`.
+    pub fn get(&self, seat: Seat) -> Person {
+        match seat {
+            Seat::A => self.0[0].clone(),
+            Seat::B => self.0[1].clone(),
+        }
+    }
+}
+
 /// A step owner's name among `people` ("both", or the partner's name).
 pub fn owner_name(owner: Owner, people: &[Person]) -> String {
     match owner {

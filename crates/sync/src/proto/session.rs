@@ -464,12 +464,21 @@ impl Session {
             message.changes = chunks.into();
         }
         let state = &mut self.state;
+        let t = std::time::Instant::now();
         contained(|| doc.receive_sync_message(state, message))?
             .map_err(|e| SyncError::Automerge(e.to_string()))?;
+        let automerge_us = t.elapsed().as_micros() as u64;
         if !doc.get_missing_deps(&[]).is_empty() {
             return Err(SyncError::Protocol("changes arrived without their dependencies"));
         }
+        let t = std::time::Instant::now();
         verify::check_members(doc, &ready, &self.peer)?;
+        tracing::debug!(
+            automerge_us,
+            members_us = t.elapsed().as_micros() as u64,
+            changes = ready.len(),
+            "applied a sync message"
+        );
         self.stats.changes_in += ready.len();
         if ready.is_empty() {
             return Ok(Vec::new());
