@@ -28,15 +28,15 @@
 //! (`cargo test -p duet --test adversarial -- --nocapture` shows them).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use automerge::{Change, ChangeHash};
-use duet::model::{DeviceId, DeviceSecret, IssueFilter, NewIssue};
+use duet::model::{DeviceId, DeviceSecret, NewIssue};
 use duet::sync::{FIRST_STREAM_TIMEOUT, MAX_CONNECTIONS_PER_DEVICE};
-use duet::{Home, InitOptions, PairHost, ServeOptions, SyncReport, pair_join, serve, sync_once};
+use duet::{PairHost, ServeOptions, pair_join, serve, sync_once};
 use duet_sync::net::driver::{self, DriveError, Replica};
 use duet_sync::net::tls::{self, ALPN_SYNC, AllowList, AnyDevice};
 use duet_sync::proto::frame::{FrameDecoder, FrameError, MAX_FRAME};
@@ -46,28 +46,12 @@ use duet_sync::proto::wire::{self, Hello, Message, SyncMessage};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-type Shared = Arc<Mutex<Home>>;
-
-/// How long any one network step of a test may take before the test fails.
-const STEP: Duration = Duration::from_secs(30);
+mod common;
+use common::*;
 
 /// How long the serve's driver lingers after ending a session, waiting for the
 /// peer to take its last bytes (`LINGER` in `duet-sync`'s driver).
 const LINGER: Duration = Duration::from_secs(5);
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-fn lock(home: &Shared) -> MutexGuard<'_, Home> {
-    home.lock().unwrap()
-}
-
-async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what} took longer than {STEP:?}"))
-}
 
 fn millis(d: Duration) -> u128 {
     d.as_millis()
@@ -76,26 +60,6 @@ fn millis(d: Duration) -> u128 {
 // ---------------------------------------------------------------------------
 // Homes, pairing, serving (the minimum of `tests/sync.rs`'s helpers)
 // ---------------------------------------------------------------------------
-
-fn init(root: &Path, name: &str, device: &str) -> Shared {
-    let home = Home::init(
-        &root.join(device),
-        &InitOptions {
-            name: name.into(),
-            device_name: Some(device.into()),
-        },
-    )
-    .unwrap();
-    Arc::new(Mutex::new(home))
-}
-
-fn dir_of(home: &Shared) -> PathBuf {
-    lock(home).dir().to_path_buf()
-}
-
-fn device_of(home: &Shared) -> DeviceId {
-    lock(home).device_id()
-}
 
 fn secret_of(home: &Shared) -> DeviceSecret {
     lock(home).store_mut().device_secret().unwrap()
@@ -155,14 +119,6 @@ impl Server {
     }
 }
 
-async fn sync(home: &Shared, addr: SocketAddr) -> duet::Result<SyncReport> {
-    within("sync_once", sync_once(home.clone(), addr)).await
-}
-
-fn heads(home: &Shared) -> Vec<ChangeHash> {
-    lock(home).read(|d| d.get_heads()).unwrap()
-}
-
 /// The change log as (seq, hash), newest first.
 fn log(home: &Shared) -> Vec<(i64, String)> {
     lock(home)
@@ -173,21 +129,6 @@ fn log(home: &Shared) -> Vec<(i64, String)> {
         .collect()
 }
 
-fn titles(home: &Shared) -> Vec<String> {
-    let mut t: Vec<String> = lock(home)
-        .issues(IssueFilter::default())
-        .unwrap()
-        .into_iter()
-        .map(|i| i.title)
-        .collect();
-    t.sort();
-    t
-}
-
-fn has_title(home: &Shared, title: &str) -> bool {
-    titles(home).iter().any(|t| t == title)
-}
-
 fn add_issue(home: &Shared, title: &str) {
     lock(home)
         .add_issue(&NewIssue {
@@ -195,20 +136,6 @@ fn add_issue(home: &Shared, title: &str) {
             ..Default::default()
         })
         .unwrap();
-}
-
-/// The home on disk: its log and its document hold the same changes, and it
-/// opens again. Returns its heads.
-fn assert_consistent(dir: &Path) -> Vec<ChangeHash> {
-    let mut h = Home::open(dir).expect("the home opens again");
-    let mut logged: Vec<String> = h.log(None).unwrap().into_iter().map(|l| l.hash).collect();
-    let mut in_doc: Vec<String> = h
-        .read(|d| d.get_changes(&[]).iter().map(|c| c.hash().to_string()).collect())
-        .unwrap();
-    logged.sort();
-    in_doc.sort();
-    assert_eq!(logged, in_doc, "the log and the document hold the same changes");
-    h.read(|d| d.get_heads()).unwrap()
 }
 
 // ---------------------------------------------------------------------------
