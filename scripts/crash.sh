@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Crash-safety soak: runs the SIGKILL tests of tests/cli/crash.rs longer than
+# Crash-safety soak: runs the SIGKILL tests of tests/cli/crash/ longer than
 # `cargo test` does, and prints their summary lines (for docs/reliability.md).
 #
 #   scripts/crash.sh ROUNDS [SEED]
