@@ -14,6 +14,13 @@
 //! CLI → `Home` method → `Store::write` (lock, catch up, run the edit) →
 //! `Editor` (one automerge change) → change log row → commit.
 //!
+//! # Logging
+//! The engine logs through `tracing` and installs no subscriber. An app that
+//! installs one should keep the `automerge` target at `warn`: automerge's own
+//! spans format its whole change graph at `info`, which costs tens of
+//! milliseconds per received change on a long history (the `duet` binary adds
+//! `automerge=warn` unless `RUST_LOG` names automerge).
+//!
 //! # Example
 //! ```
 //! use duet::{Home, InitOptions};
