@@ -137,14 +137,10 @@ impl Replica for Home {
         now_ms: u64,
     ) -> Result<Vec<Event>, DriveError> {
         let started = std::time::Instant::now();
-        let mut handled = Duration::ZERO;
         let outcome = self
             .store_mut()
             .write_with(|w| -> Result<Vec<Event>, WriteError> {
-                let t = std::time::Instant::now();
-                let result = session.handle(frame, w.doc, now_ms).map_err(WriteError::Sync);
-                handled = t.elapsed();
-                let mut events = result?;
+                let mut events = session.handle(frame, w.doc, now_ms).map_err(WriteError::Sync)?;
                 for e in &mut events {
                     if let Event::Applied {
                         attestations,
@@ -158,11 +154,7 @@ impl Replica for Home {
                 }
                 Ok(events)
             });
-        tracing::debug!(
-            handle_us = handled.as_micros() as u64,
-            total_us = started.elapsed().as_micros() as u64,
-            "frame stored"
-        );
+        tracing::debug!(micros = started.elapsed().as_micros() as u64, "frame stored");
         match outcome {
             Ok(events) => {
                 if events.iter().any(|e| matches!(e, Event::Applied { .. })) {

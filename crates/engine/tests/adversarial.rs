@@ -34,17 +34,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use automerge::{Change, ChangeHash};
-use duet::model::{DeviceId, DeviceSecret, NewIssue};
+use duet::model::{DeviceId, DeviceSecret};
 use duet::sync::{FIRST_STREAM_TIMEOUT, MAX_CONNECTIONS_PER_DEVICE};
-use duet::{PairHost, ServeOptions, pair_join, serve, sync_once};
+use duet::{PairHost, pair_join, sync_once};
 use duet_sync::net::driver::{self, DriveError, Replica};
 use duet_sync::net::tls::{self, ALPN_SYNC, AllowList, AnyDevice};
 use duet_sync::proto::frame::{FrameDecoder, FrameError, MAX_FRAME};
 use duet_sync::proto::session::{Event, IDLE_TIMEOUT_MS, Session};
 use duet_sync::proto::verify;
 use duet_sync::proto::wire::{self, Hello, Message, SyncMessage};
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
 
 mod common;
 use common::*;
@@ -83,59 +81,6 @@ async fn couple(root: &Path) -> (Shared, Shared) {
     let alex = init(root, "Alex", "phone");
     pair(&sam, &alex, false).await;
     (sam, alex)
-}
-
-/// A running `serve`.
-struct Server {
-    addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<duet::Result<()>>,
-}
-
-async fn start_serve(home: &Shared, peers: Vec<SocketAddr>) -> Server {
-    let (stop, stop_rx) = watch::channel(false);
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let opts = ServeOptions {
-        listen: loopback(),
-        peers,
-        poll: Duration::from_millis(50),
-    };
-    let task = tokio::spawn(serve(home.clone(), opts, stop_rx, Some(ready_tx)));
-    let addr = within("serve to listen", ready_rx).await.unwrap();
-    Server { addr, stop, task }
-}
-
-impl Server {
-    /// The serve is still running, and its home's lock was never poisoned by a
-    /// panic in one of its sessions.
-    fn assert_alive(&self, home: &Shared) {
-        assert!(!self.task.is_finished(), "the serve stopped");
-        assert!(!home.is_poisoned(), "a session panicked while holding the home");
-    }
-
-    async fn stop(self) {
-        self.stop.send(true).unwrap();
-        within("serve to stop", self.task).await.unwrap().unwrap();
-    }
-}
-
-/// The change log as (seq, hash), newest first.
-fn log(home: &Shared) -> Vec<(i64, String)> {
-    lock(home)
-        .log(None)
-        .unwrap()
-        .into_iter()
-        .map(|l| (l.seq, l.hash))
-        .collect()
-}
-
-fn add_issue(home: &Shared, title: &str) {
-    lock(home)
-        .add_issue(&NewIssue {
-            title: title.into(),
-            ..Default::default()
-        })
-        .unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -338,7 +283,7 @@ fn a_4_gib_length_prefix_is_refused_before_any_buffer_grows() {
 async fn an_oversized_frame_from_a_member_is_refused_from_its_header() {
     let root = tempfile::tempdir().unwrap();
     let (sam, alex) = couple(root.path()).await;
-    let server = start_serve(&sam, Vec::new()).await;
+    let server = start_serve(&sam).await;
     let (sam_id, alex_secret) = (device_of(&sam), secret_of(&alex));
     let space = lock(&sam).space_id().unwrap();
     let before = (heads(&sam), log(&sam));
@@ -406,7 +351,7 @@ async fn an_oversized_frame_from_a_member_is_refused_from_its_header() {
     // Nothing was stored, and the serve goes on serving.
     server.assert_alive(&sam);
     assert_eq!((heads(&sam), log(&sam)), before);
-    add_issue(&alex, "after the oversized frames");
+    add_issue(&alex, "after the oversized frames", "");
     sync(&alex, server.addr).await.unwrap();
     assert!(has_title(&sam, "after the oversized frames"));
     assert_eq!(heads(&sam), heads(&alex));
@@ -545,7 +490,7 @@ async fn stall(
 async fn stalling_members_are_cut_off_and_the_partner_is_served_meanwhile() {
     let root = tempfile::tempdir().unwrap();
     let (sam, alex, tablet) = three_devices(root.path()).await;
-    let server = start_serve(&sam, Vec::new()).await;
+    let server = start_serve(&sam).await;
     let sam_id = device_of(&sam);
     let space = lock(&sam).space_id().unwrap();
     // Members' keys pass TLS. The tablet stalls on as many connections as
@@ -593,7 +538,7 @@ async fn stalling_members_are_cut_off_and_the_partner_is_served_meanwhile() {
     {
         tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
         let title = format!("while stallers hang around {i}");
-        add_issue(&alex, &title);
+        add_issue(&alex, &title, "");
         let t = Instant::now();
         let r = tokio::time::timeout(Duration::from_secs(10), sync_once(alex.clone(), server.addr)).await;
         let took = t.elapsed();
@@ -641,7 +586,7 @@ async fn stalling_members_are_cut_off_and_the_partner_is_served_meanwhile() {
     );
 
     // Still serving.
-    add_issue(&alex, "after the stallers");
+    add_issue(&alex, "after the stallers", "");
     sync(&alex, server.addr).await.unwrap();
     assert!(has_title(&sam, "after the stallers"));
     server.stop().await;
@@ -699,7 +644,7 @@ async fn a_burst_of_strangers_is_refused_and_the_partner_still_syncs() {
     const AT_ONCE: usize = 64;
     let root = tempfile::tempdir().unwrap();
     let (sam, alex) = couple(root.path()).await;
-    let server = start_serve(&sam, Vec::new()).await;
+    let server = start_serve(&sam).await;
     let addr = server.addr;
 
     // The partner keeps syncing, one edit each time, while the burst runs.
@@ -711,7 +656,7 @@ async fn a_burst_of_strangers_is_refused_and_the_partner_still_syncs() {
             let mut i = 0;
             while !over.load(Ordering::SeqCst) {
                 let title = format!("during the burst {i}");
-                add_issue(&alex, &title);
+                add_issue(&alex, &title, "");
                 let t = Instant::now();
                 let r = tokio::time::timeout(Duration::from_secs(15), sync_once(alex.clone(), addr)).await;
                 let ended_during = !over.load(Ordering::SeqCst);
@@ -769,7 +714,7 @@ async fn a_burst_of_strangers_is_refused_and_the_partner_still_syncs() {
         !during.is_empty(),
         "no sync of the partner ended during the {burst:?} burst"
     );
-    add_issue(&alex, "after the burst");
+    add_issue(&alex, "after the burst", "");
     let t = Instant::now();
     sync(&alex, addr).await.unwrap();
     let after = t.elapsed();
@@ -812,14 +757,14 @@ fn fuzz_input(target: &str, name: &str) -> Vec<u8> {
 async fn malformed_changes_under_valid_signatures_are_refused_and_the_serve_goes_on() {
     let root = tempfile::tempdir().unwrap();
     let (sam, alex) = couple(root.path()).await;
-    let server = start_serve(&sam, Vec::new()).await;
+    let server = start_serve(&sam).await;
     let (sam_id, alex_id, alex_secret) = (device_of(&sam), device_of(&alex), secret_of(&alex));
     let space = lock(&sam).space_id().unwrap();
     sync(&alex, server.addr).await.unwrap();
 
     // Alex's real next change, properly signed: the raw material.
     let base = heads(&alex);
-    add_issue(&alex, "ONLY-HONESTLY");
+    add_issue(&alex, "ONLY-HONESTLY", "");
     let real: Change = {
         let mut changes = lock(&alex).read(|d| d.get_changes(&base)).unwrap();
         assert_eq!(changes.len(), 1);
@@ -1017,12 +962,12 @@ fn assert_no_duplicates(home: &Shared) {
 async fn a_replayed_session_does_no_harm() {
     let root = tempfile::tempdir().unwrap();
     let (sam, alex) = couple(root.path()).await;
-    let server = start_serve(&sam, Vec::new()).await;
+    let server = start_serve(&sam).await;
     let (sam_id, alex_secret) = (device_of(&sam), secret_of(&alex));
 
     // An honest session, recorded: it carries three new issues.
     for i in 0..3 {
-        add_issue(&alex, &format!("recorded {i}"));
+        add_issue(&alex, &format!("recorded {i}"), "");
     }
     let recorded = recorded_sync(&alex, sam_id, server.addr).await;
     let (frames, changes) = {
@@ -1069,8 +1014,8 @@ async fn a_replayed_session_does_no_harm() {
     assert_eq!((heads(&sam), log(&sam), titles(&sam)), synced, "nothing changed");
 
     // Both move on; then the old session again, now stale.
-    add_issue(&sam, "Sam later");
-    add_issue(&alex, "Alex later");
+    add_issue(&sam, "Sam later", "");
+    add_issue(&alex, "Alex later", "");
     sync(&alex, server.addr).await.unwrap();
     let moved_on = (heads(&sam), log(&sam), titles(&sam));
     replay("after both moved on").await;
@@ -1081,10 +1026,10 @@ async fn a_replayed_session_does_no_harm() {
     );
 
     // Later syncs work, both ways, and converge on one copy of everything.
-    add_issue(&alex, "after the replays");
+    add_issue(&alex, "after the replays", "");
     sync(&alex, server.addr).await.unwrap();
-    add_issue(&sam, "Sam after the replays");
-    let alex_server = start_serve(&alex, Vec::new()).await;
+    add_issue(&sam, "Sam after the replays", "");
+    let alex_server = start_serve(&alex).await;
     sync(&sam, alex_server.addr).await.unwrap();
     alex_server.stop().await;
     assert_eq!(heads(&sam), heads(&alex));
@@ -1107,9 +1052,9 @@ async fn a_revoked_device_retrying_is_refused_in_tls_every_time() {
     const TRIES: usize = 20;
     let root = tempfile::tempdir().unwrap();
     let (sam, alex, tablet) = three_devices(root.path()).await;
-    let server = start_serve(&sam, Vec::new()).await;
+    let server = start_serve(&sam).await;
     let (sam_id, lost) = (device_of(&sam), device_of(&tablet));
-    add_issue(&tablet, "written before the loss");
+    add_issue(&tablet, "written before the loss", "");
     sync(&tablet, server.addr).await.unwrap();
     sync(&alex, server.addr).await.unwrap();
     let tablet_changes = |h: &Shared| {
@@ -1129,8 +1074,8 @@ async fn a_revoked_device_retrying_is_refused_in_tls_every_time() {
     sync(&alex, server.addr).await.unwrap();
     // The thief keeps writing, and keeps trying: its own serve dials Sam's
     // (reconnecting with backoff), and it syncs by hand again and again.
-    add_issue(&tablet, "WRITTEN-BY-A-THIEF");
-    let thief_serve = start_serve(&tablet, vec![server.addr]).await;
+    add_issue(&tablet, "WRITTEN-BY-A-THIEF", "");
+    let thief_serve = start_serve_dialling(&tablet, vec![server.addr]).await;
 
     // One endpoint and one TLS configuration across every attempt, so a
     // resumed TLS session (which would skip the key check) would show here.
@@ -1171,7 +1116,7 @@ async fn a_revoked_device_retrying_is_refused_in_tls_every_time() {
         times.push(t.elapsed());
     }
     // The partner is unaffected.
-    add_issue(&alex, "while the thief knocks");
+    add_issue(&alex, "while the thief knocks", "");
     sync(&alex, server.addr).await.unwrap();
     thief_serve.stop().await;
     server.assert_alive(&sam);
@@ -1199,7 +1144,7 @@ async fn a_revoked_device_retrying_is_refused_in_tls_every_time() {
 async fn a_device_over_its_share_replaces_its_oldest_connection() {
     let root = tempfile::tempdir().unwrap();
     let (sam, _alex, tablet) = three_devices(root.path()).await;
-    let server = start_serve(&sam, Vec::new()).await;
+    let server = start_serve(&sam).await;
     let sam_id = device_of(&sam);
     let space = lock(&sam).space_id().unwrap();
     let give_up = FIRST_STREAM_TIMEOUT + Duration::from_secs(10);
@@ -1217,7 +1162,7 @@ async fn a_device_over_its_share_replaces_its_oldest_connection() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let started = Instant::now();
-    add_issue(&tablet, "from the restarted tablet");
+    add_issue(&tablet, "from the restarted tablet", "");
     sync(&tablet, server.addr).await.unwrap();
     assert!(has_title(&sam, "from the restarted tablet"));
     let synced = started.elapsed();

@@ -38,16 +38,6 @@ fn secret_of(home: &Shared) -> DeviceSecret {
 // Reading homes
 // ---------------------------------------------------------------------------
 
-/// The change log as (seq, hash), newest first.
-fn log(home: &Shared) -> Vec<(i64, String)> {
-    lock(home)
-        .log(None)
-        .unwrap()
-        .into_iter()
-        .map(|l| (l.seq, l.hash))
-        .collect()
-}
-
 fn issue_id(home: &Shared, title: &str) -> String {
     lock(home)
         .issues(IssueFilter::default())

@@ -339,20 +339,7 @@ impl Store {
     /// it did. For callers that apply synced changes, which do not compact
     /// inside their writes, once the session is idle or over.
     pub fn compact_if_due(&mut self) -> Result<bool, StoreError> {
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| self.err(e))?;
-        let result = self.catch_up().and_then(|()| self.maybe_compact());
-        match result {
-            Ok(done) => {
-                self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))?;
-                Ok(done)
-            }
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                Err(e)
-            }
-        }
+        self.caught_up_transaction(Store::maybe_compact)
     }
 
     /// Writes a snapshot of the cached document and drops older ones. Runs inside
@@ -376,12 +363,23 @@ impl Store {
 
     /// Compacts now: writes a snapshot of the current document.
     pub fn compact(&mut self) -> Result<(), StoreError> {
+        self.caught_up_transaction(|s| s.write_snapshot())
+    }
+
+    /// Runs `f` in a write transaction on a caught-up document (for compaction;
+    /// edits go through [`Store::write_with`]).
+    fn caught_up_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| self.err(e))?;
-        let result = self.catch_up().and_then(|()| self.write_snapshot());
-        match result {
-            Ok(()) => self.conn.execute_batch("COMMIT").map_err(|e| self.err(e)),
+        match self.catch_up().and_then(|()| f(self)) {
+            Ok(value) => {
+                self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))?;
+                Ok(value)
+            }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 Err(e)

@@ -110,6 +110,13 @@ pub async fn start_serve_dialling(home: &Shared, peers: Vec<SocketAddr>) -> Serv
 }
 
 impl Server {
+    /// The serve is still running, and its home's lock was never poisoned by a
+    /// panic in one of its sessions.
+    pub fn assert_alive(&self, home: &Shared) {
+        assert!(!self.task.is_finished(), "the serve stopped");
+        assert!(!home.is_poisoned(), "a session panicked while holding the home");
+    }
+
     /// Stops it and checks that it ended cleanly.
     pub async fn stop(self) {
         self.stop.send(true).unwrap();
@@ -120,6 +127,16 @@ impl Server {
 /// `sync_once` with `addr`, within [`STEP`].
 pub async fn sync(home: &Shared, addr: SocketAddr) -> duet::Result<SyncReport> {
     within("sync_once", sync_once(home.clone(), addr)).await
+}
+
+/// The change log as (seq, hash), newest first.
+pub fn log(home: &Shared) -> Vec<(i64, String)> {
+    lock(home)
+        .log(None)
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.seq, l.hash))
+        .collect()
 }
 
 /// The document's heads.

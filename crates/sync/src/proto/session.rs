@@ -190,8 +190,6 @@ pub struct Session {
     /// Changes received but not applied yet: waiting for their dependencies or
     /// for an attestation that reaches them (see [`verify::place`]).
     waiting: HashMap<ChangeHash, Change>,
-    /// Raw bytes of `waiting`.
-    waiting_bytes: usize,
     /// This home's heads when it last sent its whole document.
     document_sent_at: Option<Vec<ChangeHash>>,
     /// The sync state before the last sync message was handled, for
@@ -229,7 +227,6 @@ impl Session {
             state,
             verified: Vec::new(),
             waiting: HashMap::new(),
-            waiting_bytes: 0,
             document_sent_at: None,
             state_before_last: None,
             outbox: VecDeque::new(),
@@ -313,12 +310,16 @@ impl Session {
     /// store forgot its changes, or the next session would take them for
     /// stored and never ask for them again; and the peer is told why.
     pub fn fail_to_store(&mut self, reason: &str) -> SyncError {
+        self.forget_last_message();
+        self.waiting.clear();
+        self.fail(SyncError::Storage(reason.to_string()))
+    }
+
+    /// Puts the sync state back as it was before the last sync message.
+    fn forget_last_message(&mut self) {
         if let Some(state) = self.state_before_last.take() {
             self.state = state;
         }
-        self.waiting.clear();
-        self.waiting_bytes = 0;
-        self.fail(SyncError::Storage(reason.to_string()))
     }
 
     /// Checks the idle timer.
@@ -339,6 +340,8 @@ impl Session {
         }
         self.last_heard = now;
         self.stats.bytes_in += frame.payload.len() + 5;
+        // Only this frame's sync message can be forgotten (fail_to_store).
+        self.state_before_last = None;
         let result = Message::decode(frame)
             .map_err(SyncError::from)
             .and_then(|m| self.handle_message(m, doc));
@@ -391,15 +394,14 @@ impl Session {
         // If the message is refused, the caller discards what it did to the
         // document; the sync state must forget it too, or it would name changes
         // this home never stored.
-        let before_state = self.state.clone();
+        self.state_before_last = Some(self.state.clone());
         let result = self.apply_sync(s, doc);
-        self.state_before_last = Some(before_state.clone());
         match &result {
-            Err(_) => self.state = before_state,
+            Err(_) => self.forget_last_message(),
             Ok(events) if events.is_empty() => {
                 self.idle_rounds += 1;
                 if self.idle_rounds > MAX_IDLE_ROUNDS {
-                    self.state = before_state;
+                    self.forget_last_message();
                     return Err(SyncError::Protocol("the sync is not making progress"));
                 }
             }
@@ -417,13 +419,11 @@ impl Session {
         for chunk in message.changes.iter() {
             for c in contained(|| verify::parse_chunks(chunk))?? {
                 received += 1;
-                if !self.waiting.contains_key(&c.hash()) {
-                    self.waiting_bytes += c.raw_bytes().len();
-                    self.waiting.insert(c.hash(), c);
-                }
+                self.waiting.entry(c.hash()).or_insert(c);
             }
         }
-        if self.waiting_bytes > MAX_WAITING_BYTES {
+        let waiting_bytes: usize = self.waiting.values().map(|c| c.raw_bytes().len()).sum();
+        if waiting_bytes > MAX_WAITING_BYTES {
             return Err(SyncError::Protocol(
                 "too many changes wait for their dependencies",
             ));
@@ -438,12 +438,8 @@ impl Session {
         }
         // What the document holds already (resent, or brought by another
         // session meanwhile) no longer waits.
-        let before = self.waiting.len();
         self.waiting
             .retain(|h, _| doc.get_change_meta_by_hash(h).is_none());
-        if self.waiting.len() != before {
-            self.waiting_bytes = self.waiting.values().map(|c| c.raw_bytes().len()).sum();
-        }
         let placement = verify::place(doc, &self.waiting, &self.verified);
         if let Some(device) = placement.unsigned {
             return Err(VerifyError::Unsigned(device.short()).into());
@@ -453,9 +449,6 @@ impl Session {
             .iter()
             .filter_map(|h| self.waiting.remove(h))
             .collect();
-        self.waiting_bytes = self
-            .waiting_bytes
-            .saturating_sub(ready.iter().map(|c| c.raw_bytes().len()).sum());
         // Automerge gets exactly the placed changes, so it never holds one back.
         // When they are all this message brought, its own chunks serve (a whole
         // document loads much faster than its changes one by one).
