@@ -43,6 +43,9 @@ pub struct Write<'a> {
     /// them from the document, which costs as much as encoding them again.
     /// Ignored unless their number matches what the document gained.
     pub applied: Vec<Change>,
+    /// When set, replaces the changes and attestations kept waiting (see
+    /// [`Store::pending`]) in the same transaction.
+    pub pending: Option<crate::Pending>,
 }
 
 /// One change of the log, for `duet log`.
@@ -138,11 +141,13 @@ impl Store {
             doc: &mut cached.doc,
             attestations: Vec::new(),
             applied: Vec::new(),
+            pending: None,
         };
         let value = f(&mut w)?;
         let Write {
             mut attestations,
             applied,
+            pending,
             ..
         } = w;
         let gained = cached.doc.stats().num_changes.saturating_sub(count_before);
@@ -197,6 +202,9 @@ impl Store {
         }
         for (a, change_seq) in seqs {
             self.put_attestation(&a, change_seq)?;
+        }
+        if let Some(pending) = pending {
+            self.replace_pending(&pending)?;
         }
         // A sync's write stays short: compaction waits for a local write or
         // for the caller's `compact_if_due` once the session is idle.
@@ -433,7 +441,7 @@ impl Store {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

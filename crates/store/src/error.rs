@@ -37,6 +37,12 @@ pub enum StoreError {
     /// Another process held the database too long.
     #[error("the database {} stayed locked by another duet process; try again", .0.display())]
     Busy(PathBuf),
+    /// Too many changes from bundles would wait for their dependencies.
+    #[error("{} MiB of changes would wait for their dependencies (at most {} MiB): import the earlier bundles first, or sync with a partner's device", .bytes / (1024 * 1024), crate::MAX_PENDING_BYTES / (1024 * 1024))]
+    TooMuchWaiting {
+        /// The bytes that would wait.
+        bytes: usize,
+    },
     /// The file could not be opened or read.
     #[error("cannot use {}: {source}", path.display())]
     Io {

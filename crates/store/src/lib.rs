@@ -26,6 +26,8 @@
 mod changes;
 mod error;
 mod peers;
+mod pending;
+mod relays;
 mod private;
 mod schema;
 
@@ -39,7 +41,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 pub use changes::{COMPACT_EVERY, COMPACT_TAIL_SHARE, LogEntry, Stats, Write};
 pub use error::StoreError;
+pub use pending::{MAX_PENDING_BYTES, Pending};
 pub use peers::Peer;
+pub use relays::RelayCursor;
 pub use private::JournalEntry;
 pub use schema::STORE_VERSION;
 
@@ -211,14 +215,17 @@ impl Store {
     }
 
     /// Empties the shared document, for a device that joins another space at
-    /// pairing: the change log, snapshots, attestations and sync states go; the
+    /// pairing: the change log, snapshots, attestations, sync states, waiting
+    /// changes and relay positions go; the
     /// device key and private data stay. `meta` replaces the facts given.
     pub fn reset_space(&mut self, meta: &[(&str, &str)]) -> Result<(), StoreError> {
         self.conn
             .execute_batch(
                 "BEGIN IMMEDIATE;
                  DELETE FROM changes; DELETE FROM snapshots;
-                 DELETE FROM attestations; DELETE FROM sync_states;",
+                 DELETE FROM attestations; DELETE FROM sync_states;
+                 DELETE FROM pending_changes; DELETE FROM pending_attestations;
+                 DELETE FROM relays;",
             )
             .map_err(|e| self.err(e))?;
         let mut result = Ok(());

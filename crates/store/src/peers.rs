@@ -56,21 +56,7 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (device, hash, sig) = row.map_err(|e| self.err(e))?;
-            let (Some(device), Ok(hash), Ok(signature)) = (
-                DeviceId::from_bytes(&device),
-                <[u8; 32]>::try_from(hash.as_slice()),
-                <[u8; 64]>::try_from(sig.as_slice()),
-            ) else {
-                return Err(StoreError::Damaged {
-                    path: self.path.clone(),
-                    detail: "a stored attestation is malformed".into(),
-                });
-            };
-            out.push(Attestation {
-                device,
-                hash: ChangeHash(hash),
-                signature,
-            });
+            out.push(attestation_from_row(&self.path, &device, &hash, &sig)?);
         }
         Ok(out)
     }
@@ -128,5 +114,29 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+/// An attestation from its stored columns.
+pub(crate) fn attestation_from_row(
+    path: &std::path::Path,
+    device: &[u8],
+    hash: &[u8],
+    signature: &[u8],
+) -> Result<Attestation, StoreError> {
+    match (
+        DeviceId::from_bytes(device),
+        <[u8; 32]>::try_from(hash),
+        <[u8; 64]>::try_from(signature),
+    ) {
+        (Some(device), Ok(hash), Ok(signature)) => Ok(Attestation {
+            device,
+            hash: ChangeHash(hash),
+            signature,
+        }),
+        _ => Err(StoreError::Damaged {
+            path: path.to_path_buf(),
+            detail: "a stored attestation is malformed".into(),
+        }),
     }
 }

@@ -6,7 +6,7 @@
 use rusqlite::Connection;
 
 /// The store version this build writes.
-pub const STORE_VERSION: i64 = 2;
+pub const STORE_VERSION: i64 = 3;
 
 /// Migrations: entry `i` takes the store from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -74,6 +74,31 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE peers (
         device  BLOB PRIMARY KEY,
         address TEXT NOT NULL
+    ) STRICT;
+    ",
+    // 2 -> 3: relays and bundles. Changes from bundles (files, the relay) that wait for their
+    // dependencies or for a signature that reaches them, and the verified
+    // attestations that came with them. Not part of the document until placed.
+    "
+    CREATE TABLE pending_changes (
+        hash        BLOB PRIMARY KEY,
+        bytes       BLOB NOT NULL,
+        received_at INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE pending_attestations (
+        device    BLOB NOT NULL,
+        hash      BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        PRIMARY KEY (device, hash)
+    ) STRICT;
+
+    -- Where this device stands with each relay: the last bundle fetched, and
+    -- heads whose history the relay already holds (posted or fetched).
+    CREATE TABLE relays (
+        address   TEXT PRIMARY KEY,
+        fetched   INTEGER NOT NULL,
+        has_heads BLOB NOT NULL
     ) STRICT;
     ",
 ];

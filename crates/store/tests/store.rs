@@ -274,3 +274,71 @@ fn a_snapshot_waits_until_the_tail_is_worth_it_and_syncs_compact_later() {
     assert_eq!(stats.since_snapshot, 0, "the local write compacted");
     assert!(!s.compact_if_due().unwrap(), "nothing more is due");
 }
+
+#[test]
+fn pending_changes_are_replaced_in_the_write_and_rolled_back_with_it() {
+    use duet_store::Pending;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = create(dir.path(), 1);
+    // Two real changes from another document, to keep waiting.
+    let mut other = Automerge::new();
+    other.transact(|tx| tx.put(ROOT, "x", 1i64)).unwrap();
+    other.transact(|tx| tx.put(ROOT, "x", 2i64)).unwrap();
+    let changes: Vec<automerge::Change> = other.get_changes(&[]);
+    let att = DeviceSecret::from_bytes(&[3; 32]).attest(&changes[1].hash());
+    store
+        .write_with(|w| -> Result<(), StoreError> {
+            w.pending = Some(Pending {
+                changes: changes.clone(),
+                attestations: vec![att],
+            });
+            Ok(())
+        })
+        .unwrap();
+    let mut p = store.pending().unwrap();
+    p.changes.sort_by_key(|c| c.seq());
+    assert_eq!(
+        p.changes.iter().map(|c| c.hash()).collect::<Vec<_>>(),
+        changes.iter().map(|c| c.hash()).collect::<Vec<_>>()
+    );
+    assert_eq!(p.attestations, vec![att]);
+    // Kept across a reopen.
+    drop(store);
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.pending().unwrap().changes.len(), 2);
+
+    // A failed write keeps the previous set.
+    let failed = store.write_with(|w| -> Result<(), StoreError> {
+        w.pending = Some(Pending::default());
+        Err(StoreError::Busy("x".into()))
+    });
+    assert!(failed.is_err());
+    assert_eq!(store.pending().unwrap().changes.len(), 2);
+
+    store
+        .write_with(|w| -> Result<(), StoreError> {
+            w.pending = Some(Pending::default());
+            Ok(())
+        })
+        .unwrap();
+    let p = store.pending().unwrap();
+    assert!(p.changes.is_empty() && p.attestations.is_empty());
+}
+
+#[test]
+fn relay_cursors_round_trip_per_relay() {
+    use duet_store::RelayCursor;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = create(dir.path(), 1);
+    assert_eq!(store.relay_cursor("r:1").unwrap(), RelayCursor::default());
+    let c = RelayCursor {
+        fetched: 7,
+        has: vec![automerge::ChangeHash([1; 32]), automerge::ChangeHash([2; 32])],
+    };
+    store.set_relay_cursor("r:1", &c).unwrap();
+    store.set_relay_cursor("r:2", &RelayCursor::default()).unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.relay_cursor("r:1").unwrap(), c);
+    assert_eq!(store.relay_cursor("r:2").unwrap(), RelayCursor::default());
+}
