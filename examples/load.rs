@@ -631,6 +631,8 @@ pub fn run(config: &Config) -> Result<Summary, BoxError> {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             peers,
             poll: Duration::from_millis(25),
+            relay: None,
+            discovery: false,
         };
         let task = rt.spawn(duet::serve(home.clone(), opts, stop_rx.clone(), Some(ready_tx)));
         (task, ready_rx)

@@ -114,6 +114,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         listen: "127.0.0.1:0".parse()?,
         peers: Vec::new(),
         poll: Duration::from_millis(100),
+        relay: None,
+        discovery: false,
     };
     let serving = tokio::spawn(duet::serve(sam.clone(), opts, stop, Some(ready_tx)));
     let report = duet::sync_once(alex.clone(), ready.await?).await?;

@@ -36,11 +36,14 @@ use duet_model::{
     IssueFilter, IssueStatus, ItemId, Membership, NewIssue, Owner, Rating, Seat, Week, agreements, checkins,
     issues, space,
 };
+use duet_sync::proto::bundle::{self, BundleBody};
 use duet_sync::proto::frame::{self, Frame, FrameDecoder};
+use duet_sync::proto::keyring::{Keyring, SpaceKey};
 use duet_sync::proto::pairing::{
     self, FRAME_TYPES, JoinAccept, JoinRequest, JoinerEvent, PairingCode, PairingError, PairingHost,
     PairingJoiner,
 };
+use duet_sync::proto::relay::{self as relay_proto, Request, Response};
 use duet_sync::proto::session::{Event, IDLE_TIMEOUT_MS, Session};
 use duet_sync::proto::verify;
 use duet_sync::proto::wire::{self, Message, SyncMessage};
@@ -161,6 +164,8 @@ pub const TARGETS: &[Target] = &[
     ("document_load", document_load),
     ("document_ops", document_ops),
     ("store_open", store_open),
+    ("bundle_open", bundle_open),
+    ("relay_wire", relay_wire),
 ];
 
 // ---------------------------------------------------------------------------
@@ -1650,6 +1655,101 @@ pub fn document_ops(data: &[u8]) {
 }
 
 // ---------------------------------------------------------------------------
+// Target: bundle_open
+// ---------------------------------------------------------------------------
+
+/// The space key the harness's devices hold (generation 1).
+pub fn space_key() -> SpaceKey {
+    SpaceKey::from_secret(1, [42; 32])
+}
+
+/// Reads the input as a bundle file for the home, opened by the partner's
+/// device holding [`space_key`]; a bundle that opens is imported into
+/// [`home`] with nothing waiting. Properties: opening never panics; an opened
+/// bundle names the home's space; importing it either fails (the document is
+/// then discarded, as the store does) or leaves no change with missing
+/// dependencies in the document.
+pub fn bundle_open(data: &[u8]) {
+    let mut ring = Keyring::default();
+    ring.insert(space_key());
+    let _ = bundle::header_space(data);
+    let Ok(opened) = bundle::open(data, SPACE_ID, &ring, &secret(PARTNER)) else {
+        return;
+    };
+    assert_eq!(opened.body.space_id, SPACE_ID);
+    let mut doc = home();
+    let mut waiting = HashMap::new();
+    let mut verified = Vec::new();
+    if bundle::import(&mut doc, &opened.body, &mut waiting, &mut verified).is_ok() {
+        assert!(doc.get_missing_deps(&[]).is_empty());
+    }
+}
+
+/// A bundle of `doc`'s changes after `after`, sealed with [`space_key`] by
+/// `sender`, with envelopes for devices 1 and 2.
+fn sealed_bundle(
+    doc: &Automerge,
+    after: &[ChangeHash],
+    sender: u8,
+    attestations: Vec<Attestation>,
+) -> Vec<u8> {
+    use rand_chacha::rand_core::SeedableRng;
+    let body = BundleBody {
+        space_id: SPACE_ID.into(),
+        sender: device(sender),
+        created_ms: T0 as u64,
+        automerge: if after.is_empty() {
+            doc.save()
+        } else {
+            doc.save_after(after)
+        },
+        attestations,
+    };
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed([5; 32]);
+    bundle::seal(&body, &space_key(), &[device(FOUNDER), device(PARTNER)], &mut rng).expect("seal")
+}
+
+// ---------------------------------------------------------------------------
+// Target: relay_wire
+// ---------------------------------------------------------------------------
+
+/// Reads the input as one relay frame: a type byte, then the payload; decodes
+/// it as a request and as a response. Properties: decoding never panics; what
+/// decodes re-encodes to a frame that decodes to the same value; a decoded
+/// access list keeps its bounds.
+pub fn relay_wire(data: &[u8]) {
+    let Some((&kind, payload)) = data.split_first() else {
+        return;
+    };
+    let frame = Frame {
+        kind,
+        payload: payload.to_vec(),
+    };
+    if let Ok(r) = Request::decode(&frame) {
+        let bytes = r.encode().expect("a decoded request re-encodes");
+        let f = own_frame(&bytes);
+        assert_eq!(
+            Request::decode(&f).as_ref(),
+            Ok(&r),
+            "the round trip changed the request"
+        );
+        if let Request::SetAccess(a) = &r {
+            assert!(a.devices.len() <= relay_proto::MAX_ACCESS_DEVICES);
+            let _ = a.verify();
+        }
+    }
+    if let Ok(r) = Response::decode(&frame) {
+        let bytes = r.encode().expect("a decoded response re-encodes");
+        let f = own_frame(&bytes);
+        assert_eq!(
+            Response::decode(&f).as_ref(),
+            Ok(&r),
+            "the round trip changed the response"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Target: store_open
 // ---------------------------------------------------------------------------
 
@@ -2020,5 +2120,91 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         ]);
     }
     add("document_ops", "home-puts", on_home);
+
+    // Bundles: the whole home, and the partner's edits after it, signed.
+    let whole_home = home();
+    let founder_att = {
+        let tip = whole_home.get_heads();
+        secret(FOUNDER).attest(&tip[0])
+    };
+    add(
+        "bundle_open",
+        "whole-home",
+        sealed_bundle(&whole_home, &[], FOUNDER, vec![founder_att]),
+    );
+    let mut partner_doc = as_device(&home(), PARTNER);
+    partner_edits(&mut partner_doc, T0 + 10_000);
+    let partner_tip = partner_doc
+        .get_changes(&whole_home.get_heads())
+        .iter()
+        .filter(|c| device(PARTNER).is_actor(c.actor_id()))
+        .max_by_key(|c| c.seq())
+        .map(|c| c.hash())
+        .expect("the partner made changes");
+    add(
+        "bundle_open",
+        "partner-edits",
+        sealed_bundle(
+            &partner_doc,
+            &whole_home.get_heads(),
+            PARTNER,
+            vec![secret(PARTNER).attest(&partner_tip)],
+        ),
+    );
+    add(
+        "bundle_open",
+        "unsigned",
+        sealed_bundle(&partner_doc, &whole_home.get_heads(), PARTNER, Vec::new()),
+    );
+
+    // Relay frames: every request and answer.
+    let space = relay_proto::SpaceTag::of(SPACE_ID);
+    let access =
+        relay_proto::SignedAccess::sign(&secret(FOUNDER), space, 3, [device(FOUNDER), device(PARTNER)])
+            .expect("sign");
+    let requests = [
+        ("access", Request::Access { space }),
+        ("set-access", Request::SetAccess(access.clone())),
+        (
+            "post",
+            Request::Post {
+                space,
+                bundle: vec![7; 40],
+            },
+        ),
+        (
+            "fetch",
+            Request::Fetch {
+                space,
+                after: 9,
+                wait_ms: 1000,
+            },
+        ),
+    ];
+    for (name, r) in requests {
+        let f = own_frame(&r.encode().expect("encode"));
+        let mut bytes = vec![f.kind];
+        bytes.extend_from_slice(&f.payload);
+        add("relay_wire", name, bytes);
+    }
+    let answers = [
+        ("access-list", Response::Access(Some(access))),
+        ("done", Response::Done),
+        ("posted", Response::Posted { seq: 12 }),
+        (
+            "bundles",
+            Response::Bundles {
+                items: vec![(1, vec![1, 2]), (4, vec![3])],
+                more: true,
+            },
+        ),
+        ("failure", Response::Failure("not allowed".into())),
+    ];
+    for (name, r) in answers {
+        let f = own_frame(&r.encode().expect("encode"));
+        let mut bytes = vec![f.kind];
+        bytes.extend_from_slice(&f.payload);
+        add("relay_wire", name, bytes);
+    }
     out
 }

@@ -47,6 +47,8 @@ impl Served {
             listen: "127.0.0.1:0".parse()?,
             peers: Vec::new(),
             poll: Duration::from_millis(100),
+            relay: None,
+            discovery: false,
         };
         let task = tokio::spawn(duet::serve(home, opts, stop_rx, Some(ready_tx)));
         let addr = ready.await.context("serve did not start")?;

@@ -743,6 +743,8 @@ async fn live_embedded(
         listen: "127.0.0.1:0".parse()?,
         peers: vec![served_a.addr],
         poll: Duration::from_millis(100),
+        relay: None,
+        discovery: false,
     };
     let task_b = tokio::spawn(duet::serve(b.clone(), opts, stop_rx, None));
     let mut lat = Vec::new();

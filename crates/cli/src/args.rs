@@ -66,11 +66,19 @@ pub enum Command {
     /// Pair another device: your partner's, or another of your own
     #[command(subcommand)]
     Pair(PairCmd),
-    /// Sync once with another device of the space, then exit
+    /// Sync once with the couple's other devices, then exit
     Sync {
         /// The other device's address (host:port); without it, every device
-        /// this home has synced with before
+        /// this home has synced with before, those found on the local network,
+        /// and the space's relay
         addr: Option<String>,
+        /// Also sync through this relay (host:port), and make it the space's
+        /// relay for every device
+        #[arg(long, value_name = "ADDR")]
+        relay: Option<String>,
+        /// Do not look for the couple's devices on the local network
+        #[arg(long)]
+        no_discovery: bool,
     },
     /// Keep this device in sync: accept the couple's devices, dial known ones,
     /// and push every edit as it happens (Ctrl-C stops)
@@ -81,6 +89,32 @@ pub enum Command {
         /// A device to dial and stay connected to (repeatable)
         #[arg(long = "peer", value_name = "ADDR")]
         peers: Vec<String>,
+        /// Post to and fetch from this relay (host:port), and make it the
+        /// space's relay for every device [default: the space's relay]
+        #[arg(long, value_name = "ADDR")]
+        relay: Option<String>,
+        /// Do not announce this device on the local network
+        #[arg(long)]
+        no_discovery: bool,
+    },
+    /// Sealed bundles of changes, to carry on a USB stick or by email
+    #[command(subcommand)]
+    Bundle(BundleCmd),
+    /// Run a mailbox relay: keeps sealed bundles for the couples that use it,
+    /// and can read none of them (Ctrl-C stops)
+    Relay {
+        /// Where to listen
+        #[arg(long, default_value = DEFAULT_RELAY_LISTEN)]
+        listen: String,
+        /// Where to keep bundles [default: the platform's data directory, duet-relay]
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Storage per space, in MiB
+        #[arg(long, default_value_t = 64)]
+        quota_mib: u64,
+        /// Days to keep a bundle that some device has not fetched
+        #[arg(long, default_value_t = 30)]
+        retention_days: u64,
     },
     /// Every change, newest first, with who made it
     Log {
@@ -343,6 +377,27 @@ pub enum DeviceCmd {
         id: String,
     },
 }
+
+/// `duet bundle ...`
+#[derive(Debug, Subcommand)]
+pub enum BundleCmd {
+    /// Write this device's changes, sealed for the couple's devices, to a file
+    Export {
+        /// The file to write
+        file: PathBuf,
+        /// Only what the partner's devices are not known to have
+        #[arg(long)]
+        since_partner_saw: bool,
+    },
+    /// Apply a bundle made on another of the couple's devices
+    Import {
+        /// The bundle file
+        file: PathBuf,
+    },
+}
+
+/// Where `duet relay` listens by default.
+pub const DEFAULT_RELAY_LISTEN: &str = "0.0.0.0:7490";
 
 /// Where `pair host` and `serve` listen by default.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7480";

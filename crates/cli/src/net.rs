@@ -119,61 +119,146 @@ pub fn pair(dir: &Path, json: bool, cmd: PairCmd) -> Result<()> {
     }
 }
 
-/// `duet sync [ADDR]`
-pub fn sync(dir: &Path, json: bool, addr: Option<String>) -> Result<()> {
+/// How long `duet sync` looks for the couple's devices on the local network.
+const DISCOVERY_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// `duet sync [ADDR] [--relay ADDR] [--no-discovery]`
+pub fn sync(
+    dir: &Path,
+    json: bool,
+    addr: Option<String>,
+    relay: Option<String>,
+    discovery: bool,
+) -> Result<()> {
     let rt = runtime()?;
     let mut home = Home::open(dir)?;
-    let targets: Vec<SocketAddr> = match addr {
-        Some(a) => vec![address(&a)?],
+    if let Some(r) = &relay {
+        home.set_relay(Some(r))?;
+    }
+    let mut targets: Vec<SocketAddr> = Vec::new();
+    // Devices and relays named on the command line must work; remembered and
+    // discovered devices may be away, which is normal for a couple that also
+    // syncs through a relay.
+    let explicit = addr.is_some();
+    let relay_explicit = relay.is_some();
+    let mut relay_addr = relay;
+    let look_around = discovery && addr.is_none();
+    match addr {
+        Some(a) => targets.push(address(&a)?),
         None => {
-            let known: Vec<SocketAddr> = home
-                .store_mut()
-                .peers()?
-                .iter()
-                .filter_map(|p| p.address.parse().ok())
-                .collect();
-            if known.is_empty() {
-                return Err(anyhow!(
-                    "no device to sync with: give its address (duet sync HOST:PORT)"
-                ));
+            for p in home.store_mut().peers()? {
+                if let Ok(a) = p.address.parse::<SocketAddr>()
+                    && !targets.contains(&a)
+                {
+                    targets.push(a);
+                }
             }
-            known
+            if relay_addr.is_none() {
+                relay_addr = home.relay()?;
+            }
         }
-    };
+    }
     let home = Arc::new(Mutex::new(home));
+    if look_around {
+        // Found addresses first: a device that moved (a new DHCP lease) is
+        // tried at its new address.
+        match rt.block_on(duet::discover(&home, DISCOVERY_WAIT)) {
+            Ok(found) => {
+                for addrs in found.into_iter().rev() {
+                    if let Some(first) = addrs.first()
+                        && !addrs.iter().any(|a| targets.contains(a))
+                    {
+                        targets.insert(0, *first);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "LAN discovery failed"),
+        }
+    }
+    if targets.is_empty() && relay_addr.is_none() {
+        return Err(anyhow!(
+            "no device to sync with: give its address (duet sync HOST:PORT), or a relay (--relay HOST:PORT); \
+             none was found on the local network"
+        ));
+    }
     // Every device is tried; one that cannot be reached does not stop the rest.
     let mut reports = Vec::new();
     let mut failures = Vec::new();
+    let mut text = String::new();
     for t in &targets {
         match rt.block_on(duet::sync_once(home.clone(), *t)) {
-            Ok(r) => reports.push((*t, r)),
-            Err(e) => failures.push(format!("{t} ({e})")),
+            Ok(r) => {
+                text.push_str(&format!(
+                    "Synced with {} at {t}: {}.\n",
+                    r.peer.short(),
+                    moved(&r)
+                ));
+                reports.push(serde_json::to_value(&r)?);
+            }
+            Err(e) => failures.push((format!("{t} ({e})"), explicit)),
         }
     }
-    let text: String = reports
-        .iter()
-        .map(|(t, r)| format!("Synced with {} at {t}: {}.\n", r.peer.short(), moved(r)))
-        .collect();
-    let json_reports: Vec<&duet::SyncReport> = reports.iter().map(|(_, r)| r).collect();
+    if let Some(r) = &relay_addr {
+        match rt.block_on(duet::relay_sync(home.clone(), r)) {
+            Ok(rep) => {
+                text.push_str(&format!(
+                    "Synced through the relay at {r}: fetched {} bundles ({} changes, {} bytes), posted {} ({} changes, {} bytes), {} ms.\n",
+                    rep.fetched, rep.changes_in, rep.bytes_in, rep.posted, rep.changes_out, rep.bytes_out, rep.millis
+                ));
+                if rep.skipped > 0 {
+                    text.push_str(&format!(
+                        "Skipped {} bundles this device cannot open (sealed before it joined or after it was revoked, or damaged).\n",
+                        rep.skipped
+                    ));
+                }
+                if rep.waiting > 0 {
+                    text.push_str(&format!("{} changes wait for earlier ones.\n", rep.waiting));
+                }
+                reports.push(serde_json::to_value(&rep)?);
+            }
+            Err(e) => failures.push((format!("the relay {r} ({e})"), relay_explicit)),
+        }
+    }
+    let tried = targets.len() + usize::from(relay_addr.is_some());
     if !reports.is_empty() || failures.is_empty() {
-        say(json, serde_json::to_value(&json_reports)?, text)?;
+        say(json, serde_json::Value::Array(reports.clone()), text)?;
     }
     match failures.as_slice() {
         [] => Ok(()),
-        [one] if targets.len() == 1 => Err(anyhow!("sync with {one}")),
+        // Something worked and nothing named on the command line failed: the
+        // rest were away.
+        some if !reports.is_empty() && some.iter().all(|(_, named)| !named) => {
+            for (f, _) in some {
+                anstream::eprintln!("note: could not reach {f}");
+            }
+            Ok(())
+        }
+        [(one, _)] if tried == 1 => Err(anyhow!("sync with {one}")),
         many => Err(anyhow!(
-            "could not sync with {} of {} devices: {}",
+            "could not sync with {} of {} devices and relays: {}",
             many.len(),
-            targets.len(),
-            many.join("; ")
+            tried,
+            many.iter()
+                .map(|(f, _)| f.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
         )),
     }
 }
 
 /// `duet serve`
-pub fn serve(dir: &Path, json: bool, listen: String, peers: Vec<String>) -> Result<()> {
-    let rt = runtime()?;
+pub fn serve(
+    dir: &Path,
+    json: bool,
+    listen: String,
+    peers: Vec<String>,
+    relay: Option<String>,
+    discovery: bool,
+) -> Result<()> {
     let mut home = Home::open(dir)?;
+    if let Some(r) = &relay {
+        home.set_relay(Some(r))?;
+    }
     let mut dial: Vec<SocketAddr> = peers.iter().map(|p| address(p)).collect::<Result<_>>()?;
     for p in home.store_mut().peers()? {
         if let Ok(a) = p.address.parse::<SocketAddr>()
@@ -183,25 +268,73 @@ pub fn serve(dir: &Path, json: bool, listen: String, peers: Vec<String>) -> Resu
         }
     }
     let opts = ServeOptions {
-        listen: address(&listen)?,
         peers: dial,
-        // Edits by other `duet` processes are noticed by polling SQLite's
-        // data_version: a cheap query, so often.
-        poll: std::time::Duration::from_millis(25),
+        relay,
+        discovery,
+        ..ServeOptions::new(address(&listen)?)
     };
     let home = Arc::new(Mutex::new(home));
+    run_until_signal(
+        json,
+        |stop, ready| duet::serve(home, opts, stop, Some(ready)),
+        "Serving at",
+    )?;
+    say(json, serde_json::json!({ "stopped": true }), "Stopped.\n".into())
+}
+
+/// `duet relay`
+pub fn relay(
+    json: bool,
+    listen: String,
+    data: Option<std::path::PathBuf>,
+    quota_mib: u64,
+    retention_days: u64,
+) -> Result<()> {
+    let data = match data {
+        Some(d) => d,
+        None => directories::ProjectDirs::from("", "", "duet-relay")
+            .map(|d| d.data_dir().to_path_buf())
+            .ok_or_else(|| anyhow!("no data folder for the relay: pass --data DIR"))?,
+    };
+    let opts = duet::relay_server::server::RelayOptions {
+        listen: address(&listen)?,
+        data: Some(data),
+        quota_bytes: quota_mib.saturating_mul(1024 * 1024),
+        retention: std::time::Duration::from_secs(retention_days.saturating_mul(24 * 3600)),
+    };
+    run_until_signal(
+        json,
+        |stop, ready| async move {
+            duet::relay_server::server::run(opts, stop, Some(ready))
+                .await
+                .map_err(|e| anyhow!("{e}"))
+        },
+        "Relay listening at",
+    )?;
+    say(json, serde_json::json!({ "stopped": true }), "Stopped.\n".into())
+}
+
+/// Runs a server until Ctrl-C or SIGTERM: `start` gets the stop signal and a
+/// sender for the bound address, announced as "`what` ADDR".
+fn run_until_signal<F, Fut, E>(json: bool, start: F, what: &str) -> Result<()>
+where
+    F: FnOnce(tokio::sync::watch::Receiver<bool>, tokio::sync::oneshot::Sender<SocketAddr>) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<(), E>> + Send + 'static,
+    E: Into<anyhow::Error> + Send + 'static,
+{
+    let rt = runtime()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     rt.block_on(async move {
-        // Signal handlers first: a signal sent the moment `serve` says it is
-        // listening must already stop it cleanly.
+        // Signal handlers first: a signal sent the moment the server says it
+        // is listening must already stop it cleanly.
         let stop_signal = stop_signal()?;
-        let server = tokio::spawn(duet::serve(home, opts, stop_rx, Some(ready_tx)));
+        let server = tokio::spawn(start(stop_rx, ready_tx));
         if let Ok(addr) = ready_rx.await {
             let _ = say(
                 json,
                 serde_json::json!({ "listening": addr.to_string() }),
-                format!("Serving at {addr}; Ctrl-C stops.\n"),
+                format!("{what} {addr}; Ctrl-C stops.\n"),
             );
         }
         let stopper = async {
@@ -215,9 +348,8 @@ pub fn serve(dir: &Path, json: bool, listen: String, peers: Vec<String>) -> Resu
         };
         result
             .map_err(|e| anyhow!("the server task failed: {e}"))?
-            .map_err(anyhow::Error::from)
-    })?;
-    say(json, serde_json::json!({ "stopped": true }), "Stopped.\n".into())
+            .map_err(Into::into)
+    })
 }
 
 /// A future that resolves on Ctrl-C or SIGTERM; the handlers are installed when

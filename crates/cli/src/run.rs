@@ -12,7 +12,7 @@ use duet::{ExportFormat, Home, InitOptions, Who};
 use serde::Serialize;
 
 use crate::args::{
-    AgreementCmd, CheckinCmd, Cli, Command, DeviceCmd, IssueCmd, JournalCmd, StepCmd, WeekArg,
+    AgreementCmd, BundleCmd, CheckinCmd, Cli, Command, DeviceCmd, IssueCmd, JournalCmd, StepCmd, WeekArg,
 };
 use crate::render;
 
@@ -53,8 +53,23 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init { name, device_name } => init(&dir, json, name, device_name),
         Command::Pair(cmd) => crate::net::pair(&dir, json, cmd),
-        Command::Sync { addr } => crate::net::sync(&dir, json, addr),
-        Command::Serve { listen, peers } => crate::net::serve(&dir, json, listen, peers),
+        Command::Sync {
+            addr,
+            relay,
+            no_discovery,
+        } => crate::net::sync(&dir, json, addr, relay, !no_discovery),
+        Command::Serve {
+            listen,
+            peers,
+            relay,
+            no_discovery,
+        } => crate::net::serve(&dir, json, listen, peers, relay, !no_discovery),
+        Command::Relay {
+            listen,
+            data,
+            quota_mib,
+            retention_days,
+        } => crate::net::relay(json, listen, data, quota_mib, retention_days),
         local => on_home(&dir, json, local),
     }
 }
@@ -77,10 +92,13 @@ fn init(dir: &Path, json: bool, name: String, device_name: Option<String>) -> Re
 fn on_home(dir: &Path, json: bool, command: Command) -> Result<()> {
     let mut home = Home::open(dir)?;
     match command {
-        Command::Init { .. } | Command::Pair(_) | Command::Sync { .. } | Command::Serve { .. } => {
-            Err(anyhow!("this command does not run on an open home"))
-        }
+        Command::Init { .. }
+        | Command::Pair(_)
+        | Command::Sync { .. }
+        | Command::Serve { .. }
+        | Command::Relay { .. } => Err(anyhow!("this command does not run on an open home")),
         Command::Status => show(json, &home.status()?, render::status),
+        Command::Bundle(cmd) => bundle(&mut home, json, cmd),
         Command::Issue(cmd) => issue(&mut home, json, cmd),
         Command::Step(cmd) => step(&mut home, json, cmd),
         Command::Checkin(cmd) => checkin(&mut home, json, cmd),
@@ -350,4 +368,86 @@ fn agreement(home: &mut Home, json: bool, cmd: AgreementCmd) -> Result<()> {
         }
         AgreementCmd::List => show(json, &home.agreements()?, |l| render::agreements(l)),
     }
+}
+
+/// `duet bundle export|import`
+fn bundle(home: &mut Home, json: bool, cmd: BundleCmd) -> Result<()> {
+    match cmd {
+        BundleCmd::Export {
+            file,
+            since_partner_saw,
+        } => {
+            let since = if since_partner_saw {
+                duet::bundle::Since::PartnerSaw
+            } else {
+                duet::bundle::Since::Everything
+            };
+            let b = home.export_bundle(since)?;
+            write_private_file(&file, &b.bytes)?;
+            show(
+                json,
+                &serde_json::json!({ "file": file.display().to_string(), "changes": b.changes, "bytes": b.bytes.len() }),
+                |_| {
+                    format!(
+                        "Wrote {} changes ({} bytes), sealed for the couple's devices, to {}.\n",
+                        b.changes,
+                        b.bytes.len(),
+                        file.display()
+                    )
+                },
+            )
+        }
+        BundleCmd::Import { file } => {
+            let bytes = read_bundle_file(&file)?;
+            let r = home.import_bundle(&bytes)?;
+            show(json, &r, |r| {
+                let mut s = format!(
+                    "Imported {} from device {}: {} new changes applied, {} already here.\n",
+                    file.display(),
+                    r.from,
+                    r.applied,
+                    r.already_had
+                );
+                if r.waiting > 0 {
+                    s.push_str(&format!(
+                        "{} changes wait for earlier changes: import the bundles made before this one, or sync.\n",
+                        r.waiting
+                    ));
+                }
+                s
+            })
+        }
+    }
+}
+
+/// Reads a bundle, refusing anything larger than a bundle can be before
+/// reading it into memory.
+fn read_bundle_file(file: &Path) -> Result<Vec<u8>> {
+    let len = std::fs::metadata(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .len();
+    let max = duet::sync_proto::bundle::MAX_BUNDLE as u64;
+    if len > max {
+        return Err(anyhow!(
+            "{} is {} MiB, larger than any duet bundle ({} MiB): not a bundle",
+            file.display(),
+            len / (1024 * 1024),
+            max / (1024 * 1024)
+        ));
+    }
+    std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
+/// Writes `bytes` to a new owner-only file (sealed, but still nobody else's).
+fn write_private_file(file: &Path, bytes: &[u8]) -> Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(file)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", file.display()))
 }

@@ -32,6 +32,12 @@ pub enum Error {
     /// The system gave no randomness.
     #[error("the system's random number source failed: {0}")]
     Random(String),
+    /// A bundle could not be made, opened or applied.
+    #[error("{0}")]
+    Bundle(String),
+    /// The relay refused or could not be reached.
+    #[error("{0}")]
+    Relay(String),
     /// Writing an export failed.
     #[error("cannot write the export: {0}")]
     Export(String),

@@ -188,7 +188,7 @@ impl Home {
             now_ms: now,
         };
         let store = Store::create(dir, &new, |doc: &mut Automerge| -> Result<()> {
-            space::create(doc, &founder, now)?;
+            space::create_with_key(doc, &founder, Some(&crate::keys::first_key(&device)), now)?;
             Ok(())
         })?;
         Ok(Home {

@@ -7,6 +7,11 @@
 //! # Layout
 //! - [`home`]: [`Home`] and the values it returns for status and history;
 //! - [`export`]: JSON, Markdown and raw automerge exports;
+//! - [`sync`]: direct sync over QUIC ([`sync_once`], [`serve`]), and
+//!   [`pairing`];
+//! - [`bundle`]: sealed bundles of signed changes, for files and the relay;
+//! - [`relay`]: sync through a mailbox relay ([`relay_sync`]);
+//! - [`discovery`]: finding the couple's devices on the local network (mDNS);
 //! - [`error`]: one [`Error`] whose text is a sentence for the user.
 //!
 //! Below it, `duet-model` holds the document's meaning (pure, no I/O) and
@@ -34,20 +39,30 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod bundle;
+pub mod discovery;
 pub mod error;
 pub mod export;
 pub mod home;
+mod keys;
 pub mod pairing;
+pub mod relay;
 pub mod sync;
 mod wake;
 
+pub use bundle::{ExportedBundle, ImportReport, Since};
 pub use error::{Error, Result};
 pub use export::{Export, ExportFormat};
 pub use home::{Home, InitOptions, LogLine, Status, Who, this_week};
 pub use pairing::{PAIR_TIMEOUT, PairHost, PairOutcome, pair_join};
-pub use sync::{ServeOptions, SyncReport, serve, sync_once};
+pub use relay::{RelayReport, relay_sync};
+pub use sync::{ServeOptions, SyncReport, discover, serve, sync_once};
 
 /// The couple document's types, re-exported for embedders.
 pub use duet_model as model;
+/// The mailbox relay (its server and client), re-exported for the `duet relay` command.
+pub use duet_relay as relay_server;
 /// The store's types, re-exported for embedders.
 pub use duet_store as store;
+/// The sync protocol's types (bundles, space keys), re-exported for embedders.
+pub use duet_sync::proto as sync_proto;

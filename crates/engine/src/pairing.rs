@@ -270,7 +270,10 @@ impl Home {
                 e.set_partner_name(seat, &request.name)?;
             }
             Ok(())
-        })
+        })?;
+        // The new device gets an envelope for every space key: it can read
+        // bundles from the start.
+        self.ensure_space_keys().map(|_| ())
     }
 }
 

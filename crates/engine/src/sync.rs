@@ -279,7 +279,18 @@ impl Home {
             )
             .into());
         }
-        self.edit(|e| e.revoke_device(target.id).map(|_| ()))?;
+        // The revocation and a new space key (with envelopes for the devices
+        // still active) land together: from this change on, what this device
+        // seals is unreadable to the revoked one.
+        let me = self.store_mut().device_secret()?;
+        let seat = self.seat();
+        self.store_mut().write(|doc| -> Result<()> {
+            duet_model::Editor::new(doc, seat, crate::home::now_ms()).revoke_device(target.id)?;
+            let mut ring = duet_sync::proto::keyring::Keyring::from_document(doc, &me);
+            crate::keys::add_key(doc, &mut ring, seat)?;
+            Ok(())
+        })?;
+        self.notify_changed();
         let members = self.read(Membership::of)?;
         members
             .get(&target.id)
@@ -363,6 +374,26 @@ pub struct ServeOptions {
     pub peers: Vec<SocketAddr>,
     /// How often to look for edits made by other processes on this home.
     pub poll: Duration,
+    /// A relay to post to and fetch from; when `None`, the relay set in the
+    /// space (if any).
+    pub relay: Option<String>,
+    /// Announce this device on the local network (mDNS) so that the couple's
+    /// other devices find it without an address.
+    pub discovery: bool,
+}
+
+impl ServeOptions {
+    /// Listens on `listen`, dials nobody, polls every 25 ms, uses the space's
+    /// relay if one is set, and does not announce itself.
+    pub fn new(listen: SocketAddr) -> ServeOptions {
+        ServeOptions {
+            listen,
+            peers: Vec::new(),
+            poll: Duration::from_millis(25),
+            relay: None,
+            discovery: false,
+        }
+    }
 }
 
 /// Serves the couple's devices until `stop` turns true: accepts paired devices,
@@ -450,6 +481,20 @@ pub async fn serve(
             }
         });
     }
+    // Announced for as long as this function runs.
+    let _announced = if opts.discovery {
+        announce(&home, local)
+    } else {
+        None
+    };
+    let relay = match opts.relay.clone() {
+        Some(r) => Some(r),
+        None => lock(&home)?.relay()?,
+    };
+    if let Some(addr) = relay {
+        let (home, changed, stop) = (home.clone(), changed_rx.clone(), stop.clone());
+        tasks.spawn(async move { crate::relay::relay_forever(home, addr, changed, stop).await });
+    }
     for addr in opts.peers.clone() {
         let (home, endpoint, client) = (home.clone(), endpoint.clone(), client.clone());
         let (changed, stop) = (changed_rx.clone(), stop.clone());
@@ -510,6 +555,58 @@ pub async fn serve(
     tasks.shutdown().await;
     endpoint.wait_idle().await;
     Ok(())
+}
+
+/// Announces this device on the local network under the space key's tag of
+/// the day; `None` (logged) if it cannot.
+fn announce(home: &Arc<Mutex<Home>>, local: SocketAddr) -> Option<crate::discovery::Announcer> {
+    let (key, me) = {
+        let mut h = lock(home).ok()?;
+        let ring = h.ensure_space_keys().ok()?;
+        (
+            zeroize::Zeroizing::new(*ring.sealing_key()?.secret()),
+            h.device_id(),
+        )
+    };
+    // A serve bound to loopback is reachable from this machine only: announce
+    // it there, not to the network.
+    let opts = crate::discovery::DiscoveryOptions {
+        interfaces: if local.ip().is_loopback() {
+            crate::discovery::Interfaces::LoopbackOnly
+        } else {
+            crate::discovery::Interfaces::All
+        },
+    };
+    match crate::discovery::Announcer::start_with(&key, &me, local.port(), &opts) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot announce this device on the local network");
+            None
+        }
+    }
+}
+
+/// Finds the couple's devices announced on the local network, waiting up to
+/// `wait`: each device's addresses, IPv4 first.
+pub async fn discover(home: &Arc<Mutex<Home>>, wait: Duration) -> Result<Vec<Vec<SocketAddr>>> {
+    let (keys, me) = {
+        let mut h = lock(home)?;
+        let ring = h.keyring()?;
+        let keys: Vec<zeroize::Zeroizing<[u8; 32]>> = ring
+            .iter()
+            .map(|k| zeroize::Zeroizing::new(*k.secret()))
+            .collect();
+        (keys, h.device_id())
+    };
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: zeroize::Zeroizing<Vec<[u8; 32]>> = zeroize::Zeroizing::new(keys.iter().map(|k| **k).collect());
+    let opts = crate::discovery::DiscoveryOptions::default();
+    let found = crate::discovery::browse_devices(&keys, &me, wait, &opts)
+        .await
+        .map_err(|e| Error::Net(e.to_string()))?;
+    Ok(found.into_iter().map(|f| f.addrs).collect())
 }
 
 /// Keeps a live session with `addr`, reconnecting with exponential backoff.

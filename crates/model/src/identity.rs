@@ -63,6 +63,14 @@ impl DeviceId {
     pub fn short(&self) -> String {
         hex::encode(&self.as_bytes()[..4])
     }
+
+    /// The device's X25519 public key, to which sealed boxes (space key
+    /// envelopes) addressed to it are sealed: the Montgomery form of its
+    /// ed25519 key, as libsodium's `crypto_sign_ed25519_pk_to_curve25519`.
+    /// Its secret half is [`DeviceSecret::x25519_secret`].
+    pub fn x25519_public(&self) -> [u8; 32] {
+        self.0.to_montgomery().to_bytes()
+    }
 }
 
 impl fmt::Display for DeviceId {
@@ -122,6 +130,14 @@ impl DeviceSecret {
     /// The signing key, for the sync layer.
     pub fn signing_key(&self) -> &SigningKey {
         &self.0
+    }
+
+    /// The X25519 secret that opens sealed boxes (space key envelopes)
+    /// addressed to [`DeviceId::x25519_public`]: the scalar of the ed25519
+    /// key, as libsodium's `crypto_sign_ed25519_sk_to_curve25519` (X25519
+    /// clamps it). The same key is used for signing and for these boxes.
+    pub fn x25519_secret(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.0.to_scalar_bytes())
     }
 }
 

@@ -44,6 +44,7 @@ mod error;
 pub mod identity;
 mod ids;
 pub mod issues;
+pub mod keys;
 pub mod members;
 pub mod space;
 mod text;

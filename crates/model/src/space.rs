@@ -153,6 +153,17 @@ pub fn author_of_actor(doc: &impl ReadDoc, actor: Option<&ActorId>) -> Person {
 /// Makes a new space in an empty document: the schema, the collections, and the
 /// founding partner and device, all in one change.
 pub fn create(doc: &mut Automerge, founder: &Founder, now_ms: i64) -> Result<(), ModelError> {
+    create_with_key(doc, founder, None, now_ms)
+}
+
+/// [`create`], with the space's first key (its id, generation and envelopes,
+/// see [`crate::keys`]) recorded in the same change.
+pub fn create_with_key(
+    doc: &mut Automerge,
+    founder: &Founder,
+    first_key: Option<&crate::keys::KeyEntry>,
+    now_ms: i64,
+) -> Result<(), ModelError> {
     check_text("name", &founder.name)?;
     if !doc.get_heads().is_empty() {
         return Err(ModelError::Refused("the document is not empty".into()));
@@ -181,6 +192,9 @@ pub fn create(doc: &mut Automerge, founder: &Founder, now_ms: i64) -> Result<(),
                 &founder.device_name,
                 now_ms,
             )?;
+            if let Some(key) = first_key {
+                crate::keys::put_space_key(tx, &key.id, key.generation, &key.envelopes)?;
+            }
             Ok(())
         },
     )

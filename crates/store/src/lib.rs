@@ -27,8 +27,8 @@ mod changes;
 mod error;
 mod peers;
 mod pending;
-mod relays;
 mod private;
+mod relays;
 mod schema;
 
 use std::fs;
@@ -41,10 +41,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 pub use changes::{COMPACT_EVERY, COMPACT_TAIL_SHARE, LogEntry, Stats, Write};
 pub use error::StoreError;
-pub use pending::{MAX_PENDING_BYTES, Pending};
 pub use peers::Peer;
-pub use relays::RelayCursor;
+pub use pending::{MAX_PENDING_BYTES, Pending};
 pub use private::JournalEntry;
+pub use relays::RelayCursor;
 pub use schema::STORE_VERSION;
 
 /// The database's file name inside a home folder.

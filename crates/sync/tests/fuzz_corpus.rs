@@ -94,6 +94,8 @@ replay_tests!(
     document_load,
     document_ops,
     store_open,
+    bundle_open,
+    relay_wire,
 );
 
 /// Regression inputs sit under a directory named after a real target.

@@ -103,6 +103,8 @@ pub async fn start_serve_dialling(home: &Shared, peers: Vec<SocketAddr>) -> Serv
         listen: loopback(),
         peers,
         poll: Duration::from_millis(50),
+        relay: None,
+        discovery: false,
     };
     let task = tokio::spawn(serve(home.clone(), opts, stop_rx, Some(ready_tx)));
     let addr = within("serve to listen", ready_rx).await.unwrap();

@@ -48,6 +48,12 @@ pub const ALPN_SYNC: &[u8] = b"duet/1";
 /// ALPN of a pairing connection (the PAKE authenticates, not the policy).
 pub const ALPN_PAIR: &[u8] = b"duet-pair/1";
 
+/// ALPN of a connection to a mailbox relay (the `duet-relay` crate). Both
+/// sides use [`AnyDevice`]: the relay authorizes each request by the device
+/// key the handshake proved, and the device trusts no relay key (what it
+/// posts is sealed and signed).
+pub const ALPN_RELAY: &[u8] = b"duet-relay/1";
+
 /// The TLS server name a client sends. Devices are found by key, not by name,
 /// so the name is fixed and ignored by the verifier; pass it to
 /// `quinn::Endpoint::connect`.

@@ -101,7 +101,7 @@ pub enum SyncError {
 /// Such a panic is an expected refusal, not a crash: it is kept out of the
 /// panic hook (no message or backtrace on standard error, which a peer could
 /// otherwise trigger at will while this home's lock is held).
-fn contained<T>(f: impl FnOnce() -> T) -> Result<T, SyncError> {
+pub(crate) fn contained<T>(f: impl FnOnce() -> T) -> Result<T, SyncError> {
     quiet_panics_install();
     CONTAINED.with(|c| c.set(c.get() + 1));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
