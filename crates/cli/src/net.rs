@@ -164,9 +164,9 @@ pub fn sync(
         // tried at its new address.
         match rt.block_on(duet::discover(&home, DISCOVERY_WAIT)) {
             Ok(found) => {
-                for addrs in found.into_iter().rev() {
-                    if let Some(first) = addrs.first()
-                        && !addrs.iter().any(|a| targets.contains(a))
+                for device in found.into_iter().rev() {
+                    if let Some(first) = device.addrs.first()
+                        && !device.addrs.iter().any(|a| targets.contains(a))
                     {
                         targets.insert(0, *first);
                     }

@@ -274,6 +274,13 @@ impl State {
 }
 
 impl Announcer {
+    /// The marker this device announces today (the `d` property), if it is
+    /// announcing.
+    pub fn marker(&self) -> Option<String> {
+        self.day()
+            .map(|day| device_marker(&self.state.key, day, &self.state.me))
+    }
+
     /// Starts announcing this device (`me`, serving on `port`) for the space
     /// whose key is `space_key`, on every interface. Use the space's sealing key
     /// (the newest held): a device that holds newer keys still finds this one,
@@ -416,6 +423,9 @@ pub struct Found {
     /// Its addresses with its port: IPv4 first, then IPv6 (link-local IPv6
     /// addresses carry their interface's scope id).
     pub addrs: Vec<SocketAddr>,
+    /// Its marker (the `d` property): stable for the day, and comparable with
+    /// [`Announcer::marker`] to decide which of two devices dials.
+    pub marker: String,
 }
 
 /// Looks for the couple's other devices on the local network for up to `wait`
@@ -474,8 +484,8 @@ pub async fn browse_devices(
         .browse(SERVICE_TYPE)
         .map_err(|e| DiscoveryError::Browse(e.to_string()))?;
 
-    // Instance full name -> (port, addresses).
-    let mut devices: BTreeMap<String, (u16, BTreeSet<SocketAddr>)> = BTreeMap::new();
+    // Instance full name -> (port, addresses, marker).
+    let mut devices: BTreeMap<String, (u16, BTreeSet<SocketAddr>, String)> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + wait;
     let mut quiet_until: Option<tokio::time::Instant> = None;
     loop {
@@ -510,10 +520,10 @@ pub async fn browse_devices(
             tracing::debug!(%instance, "skipping an announcement of another format");
             continue;
         }
-        match service.get_property_val_str("d") {
-            Some(marker) if !mine.contains(marker) => {}
+        let marker = match service.get_property_val_str("d") {
+            Some(marker) if !mine.contains(marker) => marker.to_string(),
             _ => continue,
-        }
+        };
         let port = service.port;
         let addrs: Vec<SocketAddr> = service
             .addresses
@@ -522,10 +532,10 @@ pub async fn browse_devices(
             .collect();
         let entry = devices
             .entry(service.fullname.clone())
-            .or_insert_with(|| (port, BTreeSet::new()));
+            .or_insert_with(|| (port, BTreeSet::new(), marker.clone()));
         if entry.0 != port {
             // The device restarted on another port: its old addresses are stale.
-            *entry = (port, BTreeSet::new());
+            *entry = (port, BTreeSet::new(), marker);
         }
         let mut new = false;
         for addr in addrs {
@@ -540,11 +550,11 @@ pub async fn browse_devices(
 
     Ok(devices
         .into_values()
-        .filter(|(_, addrs)| !addrs.is_empty())
-        .map(|(_, addrs)| {
+        .filter(|(_, addrs, _)| !addrs.is_empty())
+        .map(|(_, addrs, marker)| {
             let mut addrs: Vec<SocketAddr> = addrs.into_iter().collect();
             addrs.sort_by_key(|a| (a.is_ipv6(), is_link_local(a)));
-            Found { addrs }
+            Found { addrs, marker }
         })
         .collect())
 }

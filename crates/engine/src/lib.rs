@@ -45,6 +45,7 @@ pub mod error;
 pub mod export;
 pub mod home;
 mod keys;
+mod lan;
 pub mod pairing;
 pub mod relay;
 pub mod sync;
@@ -54,9 +55,10 @@ pub use bundle::{ExportedBundle, ImportReport, Since};
 pub use error::{Error, Result};
 pub use export::{Export, ExportFormat};
 pub use home::{Home, InitOptions, LogLine, Status, Who, this_week};
+pub use lan::discover;
 pub use pairing::{PAIR_TIMEOUT, PairHost, PairOutcome, pair_join};
 pub use relay::{RelayReport, relay_sync};
-pub use sync::{ServeOptions, SyncReport, discover, serve, sync_once};
+pub use sync::{ServeOptions, SyncReport, serve, sync_once};
 
 /// The couple document's types, re-exported for embedders.
 pub use duet_model as model;

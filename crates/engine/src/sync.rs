@@ -481,12 +481,20 @@ pub async fn serve(
             }
         });
     }
-    // Announced for as long as this function runs.
-    let _announced = if opts.discovery {
-        announce(&home, local)
+    // Announced for as long as this function runs; devices found on the
+    // network are dialled (by one side of each pair).
+    let announced = if opts.discovery {
+        crate::lan::announce(&home, local).map(Arc::new)
     } else {
         None
     };
+    if let Some(announcer) = &announced {
+        let (home, endpoint, client) = (home.clone(), endpoint.clone(), client.clone());
+        let (changed, stop, announcer) = (changed_rx.clone(), stop.clone(), announcer.clone());
+        tasks.spawn(
+            async move { crate::lan::dial_found(home, endpoint, client, announcer, changed, stop).await },
+        );
+    }
     let relay = match opts.relay.clone() {
         Some(r) => Some(r),
         None => lock(&home)?.relay()?,
@@ -498,7 +506,7 @@ pub async fn serve(
     for addr in opts.peers.clone() {
         let (home, endpoint, client) = (home.clone(), endpoint.clone(), client.clone());
         let (changed, stop) = (changed_rx.clone(), stop.clone());
-        tasks.spawn(async move { dial_forever(home, endpoint, client, addr, changed, stop).await });
+        tasks.spawn(async move { dial_forever(home, endpoint, client, addr, changed, stop, None).await });
     }
     let mut stop_accept = stop.clone();
     let connections = Connections::default();
@@ -557,68 +565,20 @@ pub async fn serve(
     Ok(())
 }
 
-/// Announces this device on the local network under the space key's tag of
-/// the day; `None` (logged) if it cannot.
-fn announce(home: &Arc<Mutex<Home>>, local: SocketAddr) -> Option<crate::discovery::Announcer> {
-    let (key, me) = {
-        let mut h = lock(home).ok()?;
-        let ring = h.ensure_space_keys().ok()?;
-        (
-            zeroize::Zeroizing::new(*ring.sealing_key()?.secret()),
-            h.device_id(),
-        )
-    };
-    // A serve bound to loopback is reachable from this machine only: announce
-    // it there, not to the network.
-    let opts = crate::discovery::DiscoveryOptions {
-        interfaces: if local.ip().is_loopback() {
-            crate::discovery::Interfaces::LoopbackOnly
-        } else {
-            crate::discovery::Interfaces::All
-        },
-    };
-    match crate::discovery::Announcer::start_with(&key, &me, local.port(), &opts) {
-        Ok(a) => Some(a),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot announce this device on the local network");
-            None
-        }
-    }
-}
-
-/// Finds the couple's devices announced on the local network, waiting up to
-/// `wait`: each device's addresses, IPv4 first.
-pub async fn discover(home: &Arc<Mutex<Home>>, wait: Duration) -> Result<Vec<Vec<SocketAddr>>> {
-    let (keys, me) = {
-        let mut h = lock(home)?;
-        let ring = h.keyring()?;
-        let keys: Vec<zeroize::Zeroizing<[u8; 32]>> = ring
-            .iter()
-            .map(|k| zeroize::Zeroizing::new(*k.secret()))
-            .collect();
-        (keys, h.device_id())
-    };
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let keys: zeroize::Zeroizing<Vec<[u8; 32]>> = zeroize::Zeroizing::new(keys.iter().map(|k| **k).collect());
-    let opts = crate::discovery::DiscoveryOptions::default();
-    let found = crate::discovery::browse_devices(&keys, &me, wait, &opts)
-        .await
-        .map_err(|e| Error::Net(e.to_string()))?;
-    Ok(found.into_iter().map(|f| f.addrs).collect())
-}
-
-/// Keeps a live session with `addr`, reconnecting with exponential backoff.
-async fn dial_forever(
+/// Keeps a live session with `addr`, reconnecting with exponential backoff;
+/// with `give_up_after`, stops after that many failed attempts in a row (a
+/// device found on the network that went away).
+pub(crate) async fn dial_forever(
     home: Arc<Mutex<Home>>,
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
     addr: SocketAddr,
     changed: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
+    give_up_after: Option<u32>,
 ) {
     let mut backoff = Duration::from_millis(250);
+    let mut failures = 0u32;
     while !*stop.borrow() {
         let attempt = async {
             let conn = endpoint
@@ -641,8 +601,18 @@ async fn dial_forever(
                 .map_err(|e| e.to_string())
         };
         match attempt.await {
-            Ok(_) => backoff = Duration::from_millis(250),
-            Err(e) => tracing::info!(%addr, error = %e, retry_in = ?backoff, "peer unreachable"),
+            Ok(_) => {
+                backoff = Duration::from_millis(250);
+                failures = 0;
+            }
+            Err(e) => {
+                failures += 1;
+                if give_up_after.is_some_and(|n| failures >= n) {
+                    tracing::info!(%addr, error = %e, "peer gone");
+                    return;
+                }
+                tracing::info!(%addr, error = %e, retry_in = ?backoff, "peer unreachable")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}

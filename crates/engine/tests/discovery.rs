@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -390,4 +392,43 @@ async fn found_on_every_interface_by_default() {
             assert_ne!(v6.scope_id(), 0, "{a}");
         }
     }
+}
+
+/// Two paired devices running `serve` with discovery find each other on the
+/// network (here: loopback) and keep a live session without any address
+/// given: an edit on one shows up on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serves_find_each_other_and_stay_in_sync() {
+    if multicast_or_skip(Interfaces::LoopbackOnly).is_none() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let sam = common::init(root.path(), "Sam", "laptop");
+    let alex = common::init(root.path(), "Alex", "phone");
+    common::pair(&sam, &alex, false).await;
+    let with_discovery = || duet::ServeOptions {
+        discovery: true,
+        poll: Duration::from_millis(50),
+        ..duet::ServeOptions::new(common::loopback())
+    };
+    let sam_serve = common::start_serve_with(&sam, with_discovery()).await;
+    let alex_serve = common::start_serve_with(&alex, with_discovery()).await;
+    common::add_issue(&sam, "Found on the network", "no address typed");
+    common::add_issue(&alex, "Found the other way", "still no address");
+    let both = common::wait_until(Duration::from_secs(40), || {
+        common::has_title(&alex, "Found on the network") && common::has_title(&sam, "Found the other way")
+    })
+    .await;
+    assert!(both, "the two serves did not find each other");
+    // A later edit travels over the live session.
+    common::add_issue(&alex, "Live over the found session", "");
+    assert!(
+        common::wait_until(Duration::from_secs(20), || common::has_title(
+            &sam,
+            "Live over the found session"
+        ))
+        .await
+    );
+    sam_serve.stop().await;
+    alex_serve.stop().await;
 }

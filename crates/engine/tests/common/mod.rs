@@ -97,15 +97,21 @@ pub async fn start_serve(home: &Shared) -> Server {
 
 /// `serve`, also keeping live sessions with `peers`.
 pub async fn start_serve_dialling(home: &Shared, peers: Vec<SocketAddr>) -> Server {
+    start_serve_with(
+        home,
+        ServeOptions {
+            peers,
+            poll: Duration::from_millis(50),
+            ..ServeOptions::new(loopback())
+        },
+    )
+    .await
+}
+
+/// `serve` with `opts`.
+pub async fn start_serve_with(home: &Shared, opts: ServeOptions) -> Server {
     let (stop, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = oneshot::channel();
-    let opts = ServeOptions {
-        listen: loopback(),
-        peers,
-        poll: Duration::from_millis(50),
-        relay: None,
-        discovery: false,
-    };
     let task = tokio::spawn(serve(home.clone(), opts, stop_rx, Some(ready_tx)));
     let addr = within("serve to listen", ready_rx).await.unwrap();
     Server { addr, stop, task }
