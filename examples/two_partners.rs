@@ -2,7 +2,8 @@
 //!
 //! Plays both partners on one machine: two homes, pairing over loopback QUIC,
 //! offline edits on both sides (the same issue's body edited by both, and its
-//! status set to different values), a sync, and the merged record printed with
+//! status set to different values), a sync, a step passed on through a
+//! mailbox relay while the two are apart, and the merged record printed with
 //! the conflict shown as something to talk about.
 //!
 //! Run it with `cargo run -p duet --example two_partners`.
@@ -139,6 +140,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         println!("To talk about: {} was set to {}.", c.field, values.join(" and "));
     }
+    // A week apart, never online at the same time: Sam leaves a step at a
+    // mailbox relay (here in memory, in this process); Alex picks it up later.
+    // The relay holds only sealed bytes.
+    let (relay_stop_tx, relay_stop) = tokio::sync::watch::channel(false);
+    let (relay_ready_tx, relay_ready) = tokio::sync::oneshot::channel();
+    let relay_opts = duet::relay_server::RelayOptions::new("127.0.0.1:0".parse()?);
+    let relay = tokio::spawn(duet::relay_server::run(
+        relay_opts,
+        relay_stop,
+        Some(relay_ready_tx),
+    ));
+    let relay_addr = relay_ready.await?.to_string();
+    with(&sam, |h| {
+        h.add_step(&id, "Buy a second drying rack", Who::Me, None)
+            .map(|_| ())
+    })?;
+    let posted = duet::relay_sync(sam.clone(), &relay_addr).await?;
+    let fetched = duet::relay_sync(alex.clone(), &relay_addr).await?;
+    let _ = relay_stop_tx.send(true);
+    relay.await??;
+    println!(
+        "Through the relay: Sam posted {} sealed bytes; later Alex fetched them and applied {} changes.\n",
+        posted.bytes_out, fetched.changes_in
+    );
+
     println!("\nThe shared record, as Sam's laptop now holds it:\n");
     let record = with(&sam, |h| h.export(ExportFormat::Markdown, false))?;
     println!("{}", String::from_utf8_lossy(&record));
