@@ -6,9 +6,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agreements;
+mod bundle;
 mod checkins;
 mod concurrency;
 mod crash;
+mod discovery;
 mod errors;
 mod export;
 mod full_disk;
@@ -17,6 +19,7 @@ mod issues;
 mod log;
 mod pairing;
 mod private;
+mod relay;
 mod serve;
 mod steps;
 mod sync;

@@ -635,3 +635,81 @@ pub fn couple(before: impl Fn(&TestHome)) -> (TestHome, TestHome) {
     pair(&alex, &blair, &[]);
     (alex, blair)
 }
+
+/// The bytes of every file under `dir`, recursively, with their paths.
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.push((p, bytes));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out
+}
+
+/// True if `needle` occurs in `haystack` (raw bytes).
+pub fn contains_raw(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A running `duet relay --listen 127.0.0.1:0 --data DIR --json`, and the
+/// address it reported.
+pub struct RelayProc {
+    /// The process (killed when dropped).
+    pub proc: Proc,
+    /// `host:port`, from its first line.
+    pub addr: String,
+}
+
+impl RelayProc {
+    /// Starts a relay keeping its data in `data` (`extra` goes to `duet relay`,
+    /// such as `--quota-mib 1`); its stderr goes to a file in `scratch`, which
+    /// must not be inside `data`. Waits until it listens.
+    #[track_caller]
+    pub fn start(scratch: &Path, data: &Path, extra: &[&str]) -> RelayProc {
+        let data = data.to_str().expect("a UTF-8 temporary path");
+        let mut args = vec!["relay", "--listen", "127.0.0.1:0", "--data", data, "--json"];
+        args.extend_from_slice(extra);
+        // `relay` uses no home; the global `--home` points at an unused folder.
+        let cmd = command_at(&scratch.join("no-home"), scratch, &args);
+        let mut proc = Proc::spawn(cmd, &args, scratch);
+        let addr = str_of(&proc.json_line(), "listening");
+        RelayProc { proc, addr }
+    }
+
+    /// Stops the relay with SIGTERM (it installs its handlers before it says
+    /// it listens) and returns how it ended.
+    pub fn stop(self) -> Run {
+        self.proc.signal("TERM");
+        self.proc.finish()
+    }
+}
+
+/// Polls `check` (every 100 ms) until it gives `Ok`, at most until `within`
+/// has passed; panics with `what` and the last attempt's `Err` otherwise.
+#[track_caller]
+pub fn eventually<T>(
+    within: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let end = std::time::Instant::now() + within;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(last) if std::time::Instant::now() >= end => {
+                panic!("{what}: not within {within:?}; last attempt: {last}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+}

@@ -135,7 +135,8 @@ pub fn sync(
     if let Some(r) = &relay {
         home.set_relay(Some(r))?;
     }
-    let mut targets: Vec<SocketAddr> = Vec::new();
+    // Each target is one device: its addresses, tried in turn.
+    let mut targets: Vec<Vec<SocketAddr>> = Vec::new();
     // Devices and relays named on the command line must work; remembered and
     // discovered devices may be away, which is normal for a couple that also
     // syncs through a relay.
@@ -143,14 +144,15 @@ pub fn sync(
     let relay_explicit = relay.is_some();
     let mut relay_addr = relay;
     let look_around = discovery && addr.is_none();
+    let known = |targets: &[Vec<SocketAddr>], a: &SocketAddr| targets.iter().flatten().any(|t| t == a);
     match addr {
-        Some(a) => targets.push(address(&a)?),
+        Some(a) => targets.push(vec![address(&a)?]),
         None => {
             for p in home.store_mut().peers()? {
                 if let Ok(a) = p.address.parse::<SocketAddr>()
-                    && !targets.contains(&a)
+                    && !known(&targets, &a)
                 {
-                    targets.push(a);
+                    targets.push(vec![a]);
                 }
             }
             if relay_addr.is_none() {
@@ -160,15 +162,11 @@ pub fn sync(
     }
     let home = Arc::new(Mutex::new(home));
     if look_around {
-        // Found addresses first: a device that moved (a new DHCP lease) is
-        // tried at its new address.
         match rt.block_on(duet::discover(&home, DISCOVERY_WAIT)) {
             Ok(found) => {
-                for device in found.into_iter().rev() {
-                    if let Some(first) = device.addrs.first()
-                        && !device.addrs.iter().any(|a| targets.contains(a))
-                    {
-                        targets.insert(0, *first);
+                for device in found {
+                    if !device.addrs.iter().any(|a| known(&targets, a)) {
+                        targets.push(device.addrs);
                     }
                 }
             }
@@ -181,13 +179,28 @@ pub fn sync(
              none was found on the local network"
         ));
     }
-    // Every device is tried; one that cannot be reached does not stop the rest.
+    // Every device is tried at once, each address in turn; one that cannot be
+    // reached does not hold up or stop the rest.
+    let attempts = targets.iter().map(|addrs| {
+        let home = home.clone();
+        async move {
+            let mut tried = Vec::new();
+            for a in addrs {
+                match duet::sync_once(home.clone(), *a).await {
+                    Ok(r) => return Ok((*a, r)),
+                    Err(e) => tried.push(format!("{a} ({e})")),
+                }
+            }
+            Err(tried.join(", "))
+        }
+    });
+    let outcomes = rt.block_on(futures::future::join_all(attempts));
     let mut reports = Vec::new();
     let mut failures = Vec::new();
     let mut text = String::new();
-    for t in &targets {
-        match rt.block_on(duet::sync_once(home.clone(), *t)) {
-            Ok(r) => {
+    for outcome in outcomes {
+        match outcome {
+            Ok((t, r)) => {
                 text.push_str(&format!(
                     "Synced with {} at {t}: {}.\n",
                     r.peer.short(),
@@ -195,7 +208,7 @@ pub fn sync(
                 ));
                 reports.push(serde_json::to_value(&r)?);
             }
-            Err(e) => failures.push((format!("{t} ({e})"), explicit)),
+            Err(why) => failures.push((why, explicit)),
         }
     }
     if let Some(r) = &relay_addr {

@@ -447,6 +447,10 @@ fn write_private_file(file: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = opts
         .open(file)
         .with_context(|| format!("cannot write {}", file.display()))?;
+    // The mode above applies only to a new file: an existing one is narrowed.
+    #[cfg(unix)]
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .with_context(|| format!("cannot make {} owner-only", file.display()))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", file.display()))
