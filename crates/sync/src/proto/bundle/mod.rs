@@ -262,16 +262,7 @@ pub fn seal(
     };
     let encoding = |e: postcard::Error| BundleError::Unsealable(format!("encoding failed: {e}"));
     let header = postcard::to_stdvec(&header).map_err(encoding)?;
-    let plaintext = Zeroizing::new(
-        postcard::to_stdvec(&Body {
-            space_id: &body.space_id,
-            sender: *body.sender.as_bytes(),
-            created_ms: body.created_ms,
-            automerge: &body.automerge,
-            attestations: Bounded(body.attestations.iter().map(to_wire).collect()),
-        })
-        .map_err(encoding)?,
-    );
+    let plaintext = Zeroizing::new(encode_body(body)?);
     let total = PREFIX + header.len() + plaintext.len() + TAG;
     if total > MAX_BUNDLE {
         return Err(BundleError::TooLarge(total));
@@ -401,7 +392,28 @@ pub fn open(
             )
             .map_err(|_| BundleError::Tampered)?,
     );
-    let body: Body<'_> = match postcard::take_from_bytes(&plaintext) {
+    Ok(Opened {
+        body: decode_body(&plaintext, space_id)?,
+        key,
+    })
+}
+
+/// Encodes what [`seal`] seals: the inverse of [`decode_body`].
+pub fn encode_body(body: &BundleBody) -> Result<Vec<u8>, BundleError> {
+    postcard::to_stdvec(&Body {
+        space_id: &body.space_id,
+        sender: *body.sender.as_bytes(),
+        created_ms: body.created_ms,
+        automerge: &body.automerge,
+        attestations: Bounded(body.attestations.iter().map(to_wire).collect()),
+    })
+    .map_err(|e| BundleError::Unsealable(format!("encoding failed: {e}")))
+}
+
+/// Decodes the plaintext of a bundle of `space_id` (what [`open`] found
+/// inside the seal): every list with its bound, every key validated.
+pub fn decode_body(plaintext: &[u8], space_id: &str) -> Result<BundleBody, BundleError> {
+    let body: Body<'_> = match postcard::take_from_bytes(plaintext) {
         Ok((b, [])) => b,
         _ => return Err(damaged("its contents do not decode")),
     };
@@ -417,15 +429,12 @@ pub fn open(
         .map(from_wire)
         .collect::<Option<Vec<Attestation>>>()
         .ok_or_else(|| damaged("a signature names an invalid device key"))?;
-    Ok(Opened {
-        body: BundleBody {
-            space_id: body.space_id.to_string(),
-            sender,
-            created_ms: body.created_ms,
-            automerge: body.automerge.to_vec(),
-            attestations,
-        },
-        key,
+    Ok(BundleBody {
+        space_id: body.space_id.to_string(),
+        sender,
+        created_ms: body.created_ms,
+        automerge: body.automerge.to_vec(),
+        attestations,
     })
 }
 
