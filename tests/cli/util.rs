@@ -326,24 +326,7 @@ impl TestHome {
     /// The bytes of every file under the home folder (the database, its -wal
     /// and -shm files, anything else), with their paths.
     pub fn files(&self) -> Vec<(PathBuf, Vec<u8>)> {
-        fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                return;
-            };
-            for e in entries.flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    walk(&p, out);
-                } else if let Ok(bytes) = std::fs::read(&p) {
-                    // A file can vanish between listing and reading (a -wal
-                    // checkpointed away); what is left is what counts.
-                    out.push((p, bytes));
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.home, &mut out);
-        out
+        files_under(&self.home)
     }
 }
 
@@ -647,6 +630,8 @@ pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             if p.is_dir() {
                 walk(&p, out);
             } else if let Ok(bytes) = std::fs::read(&p) {
+                // A file can vanish between listing and reading (a -wal
+                // checkpointed away); what is left is what counts.
                 out.push((p, bytes));
             }
         }

@@ -40,10 +40,12 @@ impl Store {
 
     /// The newest attestation of every device whose changes this home holds.
     pub fn attestations(&self) -> Result<Vec<Attestation>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT device, hash, signature FROM attestations")
-            .map_err(|e| self.err(e))?;
+        self.attestations_in("SELECT device, hash, signature FROM attestations")
+    }
+
+    /// The attestations a query selects (as `device, hash, signature`).
+    pub(crate) fn attestations_in(&self, sql: &str) -> Result<Vec<Attestation>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((

@@ -11,7 +11,6 @@ use duet_model::Attestation;
 use rusqlite::params;
 
 use crate::changes::now_ms;
-use crate::peers::attestation_from_row;
 use crate::{Store, StoreError};
 
 /// At most this many bytes of changes wait. Honest bundles that arrive out of
@@ -50,24 +49,8 @@ impl Store {
                     .flatten()
             })
             .collect();
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT device, hash, signature FROM pending_attestations")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut attestations = Vec::new();
-        for row in rows {
-            let (device, hash, sig) = row.map_err(|e| self.err(e))?;
-            attestations.push(attestation_from_row(&self.path, &device, &hash, &sig)?);
-        }
+        let attestations =
+            self.attestations_in("SELECT device, hash, signature FROM pending_attestations")?;
         Ok(Pending {
             changes,
             attestations,
