@@ -430,14 +430,26 @@ fn a_gap_in_a_chain_of_changes_waits_for_the_missing_change() {
     let (mut sa, mut sr) = connect(a, r);
     sa.generate(&a.doc, &[]);
     sr.generate(&r.doc, &[]);
-    while let Some(m) = sa.poll_transmit() {
-        r.receive(&mut sr, &m).unwrap();
+    // Exchange until a's message carries its changes (first heads, then what
+    // each has beyond them); a's message carries a1, a2 and a3; r gets a3
+    // first, then a1.
+    let mut carrying = None;
+    for _ in 0..5 {
+        while let Some(m) = sa.poll_transmit() {
+            if filtered(m.clone(), |h| h == a3).1 == 1 {
+                carrying = Some(m);
+                break;
+            }
+            r.receive(&mut sr, &m).unwrap();
+        }
+        if carrying.is_some() {
+            break;
+        }
+        while let Some(m) = sr.poll_transmit() {
+            a.receive(&mut sa, &m).unwrap();
+        }
     }
-    while let Some(m) = sr.poll_transmit() {
-        a.receive(&mut sa, &m).unwrap();
-    }
-    // a's next message carries a1, a2 and a3; r gets a3 first, then a1.
-    let m = sa.poll_transmit().unwrap();
+    let m = carrying.expect("a sent its changes");
     let (newest, n) = filtered(m.clone(), |h| h == a3);
     assert_eq!(n, 1);
     assert!(r.receive(&mut sr, &newest).unwrap().is_empty(), "a3 waits for a2");
