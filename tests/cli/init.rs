@@ -56,7 +56,8 @@ fn status_json_has_stable_field_names() {
             "device",
             "issues",
             "this_week",
-            "changes"
+            "changes",
+            "relay"
         ])
     );
     assert_eq!(keys(&v["me"]), sorted(&["seat", "name"]));

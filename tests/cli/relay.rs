@@ -137,6 +137,16 @@ fn two_homes_never_running_together_converge_through_the_relay() {
         num(&r, "bytes_in")
     );
 
+    // Both show the couple's relay.
+    for h in [&alex, &blair] {
+        assert_eq!(str_of(&h.json(&["status"]), "relay"), relay.addr);
+        assert!(
+            h.ok(&["status"])
+                .lines()
+                .any(|l| l.starts_with("relay") && l.ends_with(&relay.addr))
+        );
+    }
+
     // Blair answers; plain `sync`: the relay comes from the space.
     blair.add_issue("Blair's own");
     blair.ok(&["issue", "note", &weekend, "Sunday afternoons too"]);

@@ -429,7 +429,8 @@ pub fn status(s: &Status) -> String {
         ),
         ("changes", s.changes.to_string()),
     ];
-    for (k, v) in rows {
+    let relay = s.relay.as_ref().map(|r| ("relay", r.clone()));
+    for (k, v) in rows.into_iter().chain(relay) {
         let _ = writeln!(out, "{} {v}", styled(HEAD, format!("{k:<12}")));
     }
     out

@@ -73,6 +73,8 @@ pub struct Status {
     pub this_week: WeekInfo,
     /// Changes in the local log.
     pub changes: i64,
+    /// The couple's mailbox relay, if one is set.
+    pub relay: Option<String>,
 }
 
 /// This device, for `duet status`.
@@ -321,13 +323,14 @@ impl Home {
     pub fn status(&mut self) -> Result<Status> {
         let seat = self.seat;
         let week = this_week();
-        let (space_id, me, partner, all, checkin) = self.read(|doc| {
+        let (space_id, me, partner, all, checkin, relay) = self.read(|doc| {
             (
                 space::space_id(doc).unwrap_or_default(),
                 space::person(doc, seat),
                 space::partner_name(doc, seat.other()).map(|_| space::person(doc, seat.other())),
                 issues::issues(doc, IssueFilter::default()),
                 checkins::checkin(doc, week),
+                duet_model::keys::relay(doc),
             )
         })?;
         let stats = self.store.stats()?;
@@ -359,6 +362,7 @@ impl Home {
                 minutes: checkin.total_minutes,
             },
             changes: stats.changes,
+            relay,
         })
     }
 
