@@ -321,7 +321,17 @@ async fn stream<S: RelayStore + 'static>(
     let answer = match read_request(&shared, &mut recv).await {
         Ok(Read::Request(req, memory)) => {
             let (kind, space) = (req.kind(), req.space());
-            let answer = shared.relay.answer(peer, req).await;
+            // A device that gives up on a long fetch (it has something to
+            // post first) drops the stream: stop waiting for it, or abandoned
+            // fetches would hold this device's share of requests for 25 s.
+            let stopped = send.stopped();
+            let answer = tokio::select! {
+                answer = shared.relay.answer(peer, req) => answer,
+                _ = stopped => {
+                    tracing::debug!(peer = %peer.short(), "a device stopped waiting for an answer");
+                    return;
+                }
+            };
             drop(memory);
             log_answer(&peer, kind, &space, &answer);
             answer

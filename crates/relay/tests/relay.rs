@@ -366,6 +366,53 @@ async fn a_waiting_fetch_returns_when_a_bundle_is_posted() {
     relay.stop().await;
 }
 
+/// A device that gives up on long fetches (as `serve` does when it has
+/// something to post) does not use up its share of requests: the relay stops
+/// waiting for an abandoned fetch, so the next requests are answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_fetches_do_not_hold_the_devices_share() {
+    let relay = Running::start(None, None).await;
+    let space = SpaceTag::of("space-eight");
+    let (a, b) = (client(&relay, 1).await, client(&relay, 2).await);
+    register(&a, space, &[1, 2]).await;
+    // More abandoned 20-second fetches than the 16 requests a device may have
+    // open at once.
+    for _ in 0..24 {
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(30),
+            b.fetch(space, 0, Duration::from_secs(20)),
+        );
+        assert!(
+            gave_up.await.is_err(),
+            "a fetch with nothing to hand out returned"
+        );
+    }
+    // Nothing was posted (a post would wake every waiting fetch): the next
+    // request of the device must not wait behind the abandoned ones.
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), b.access(space))
+        .await
+        .expect("a request waited behind abandoned fetches")
+        .unwrap();
+    println!(
+        "a request after 24 abandoned fetches answered in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(a.post(space, b"after the abandoned fetches").await.unwrap(), 1);
+    let started = Instant::now();
+    let (items, _) = tokio::time::timeout(Duration::from_secs(5), b.fetch(space, 0, Duration::ZERO))
+        .await
+        .expect("the fetch waited behind abandoned ones")
+        .unwrap();
+    assert_eq!(seqs(&items), vec![1]);
+    println!(
+        "fetch after 24 abandoned ones answered in {:?}",
+        started.elapsed()
+    );
+    a.close().await;
+    b.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relays_files_hold_no_plaintext() {
     use chacha20poly1305::XChaCha20Poly1305;
