@@ -324,6 +324,7 @@ fn a_new_device_gets_the_whole_document_once() {
     // Every frame is delivered only after both sides queued what they had, so
     // that b's second message crosses a's first copy of the document.
     let mut a_sent = 0;
+    let mut synced = false;
     for _ in 0..100 {
         let out_a: Vec<Vec<u8>> = std::iter::from_fn(|| sa.poll_transmit()).collect();
         let out_b: Vec<Vec<u8>> = std::iter::from_fn(|| sb.poll_transmit()).collect();
@@ -341,9 +342,11 @@ fn a_new_device_gets_the_whole_document_once() {
             deliver(&mut sb, b, &f).unwrap();
         }
         if sa.is_synced(&a.doc) && sb.is_synced(&b.doc) {
+            synced = true;
             break;
         }
     }
+    assert!(synced, "both sides know they hold the same heads");
     assert_eq!(a.doc.get_heads(), b.doc.get_heads());
     // The document once, plus frames, heads and a signature or two: no second
     // copy, and no filter of every change (1,650 changes would add ~2 KB).

@@ -416,11 +416,17 @@ impl Session {
             sync::Message::decode(&s.message).map_err(|e| VerifyError::Malformed(e.to_string()))?;
         let nothing_waited = self.waiting.is_empty();
         let mut received = 0;
+        // A new device's first message: the whole document, already loaded
+        // (and checked) once to verify it; see below.
+        let mut loaded = None;
+        let only_chunk = message.changes.iter().count() == 1;
         for chunk in message.changes.iter() {
-            for c in contained(|| verify::parse_chunks(chunk))?? {
+            let (changes, whole) = contained(|| verify::parse_chunks_keeping(chunk))??;
+            for c in changes {
                 received += 1;
                 self.waiting.entry(c.hash()).or_insert(c);
             }
+            loaded = whole.filter(|_| only_chunk && doc.get_heads().is_empty());
         }
         let waiting_bytes: usize = self.waiting.values().map(|c| c.raw_bytes().len()).sum();
         if waiting_bytes > MAX_WAITING_BYTES {
@@ -458,8 +464,27 @@ impl Session {
         }
         let state = &mut self.state;
         let t = std::time::Instant::now();
-        contained(|| doc.receive_sync_message(state, message))?
-            .map_err(|e| SyncError::Automerge(e.to_string()))?;
+        match loaded {
+            // Everything this (empty) document is to hold was loaded and
+            // placed as one whole document: take it as it is rather than have
+            // automerge load the same bytes again (a fifth of a new device's
+            // first sync). Automerge then only updates the sync state, as for
+            // a message whose changes it already holds; it would take an
+            // unchanged document for an answered message and so keep this
+            // device from answering (`last_sent_heads`), which is put back.
+            Some(whole) if nothing_waited && self.waiting.is_empty() && ready.len() == received => {
+                *doc = whole.with_actor(doc.get_actor().clone());
+                message.changes = sync::ChunkList::empty();
+                let last_sent = state.last_sent_heads.clone();
+                contained(|| doc.receive_sync_message(state, message))?
+                    .map_err(|e| SyncError::Automerge(e.to_string()))?;
+                state.last_sent_heads = last_sent;
+            }
+            _ => {
+                contained(|| doc.receive_sync_message(state, message))?
+                    .map_err(|e| SyncError::Automerge(e.to_string()))?;
+            }
+        }
         let automerge_us = t.elapsed().as_micros() as u64;
         if !doc.get_missing_deps(&[]).is_empty() {
             return Err(SyncError::Protocol("changes arrived without their dependencies"));

@@ -48,8 +48,17 @@ const CHUNK_COMPRESSED: u8 = 2;
 /// Automerge may panic on hostile bytes; callers facing a peer run this inside
 /// `catch_unwind`.
 pub fn parse_chunks(data: &[u8]) -> Result<Vec<Change>, VerifyError> {
+    parse_chunks_keeping(data).map(|(changes, _)| changes)
+}
+
+/// [`parse_chunks`], also returning the document when `data` is exactly one
+/// whole-document chunk: loaded (and checked) already, it can stand in for
+/// the receiver's empty document instead of being loaded a second time.
+pub fn parse_chunks_keeping(data: &[u8]) -> Result<(Vec<Change>, Option<Automerge>), VerifyError> {
     let bad = |what: &str| VerifyError::Malformed(what.to_string());
     let mut changes = Vec::new();
+    let mut whole = None;
+    let mut chunks = 0;
     let mut rest = data;
     while !rest.is_empty() {
         if rest.len() < 9 || rest[..4] != MAGIC {
@@ -76,12 +85,14 @@ pub fn parse_chunks(data: &[u8]) -> Result<Vec<Change>, VerifyError> {
                 let doc = Automerge::load_with_options(chunk, options)
                     .map_err(|e| VerifyError::Malformed(format!("a document does not load: {e}")))?;
                 changes.extend(doc.get_changes(&[]));
+                whole = Some(doc);
             }
             other => return Err(VerifyError::Malformed(format!("unknown chunk type {other}"))),
         }
+        chunks += 1;
         rest = &rest[total..];
     }
-    Ok(changes)
+    Ok((changes, whole.filter(|_| chunks == 1)))
 }
 
 /// True if `chunk` starts like an automerge document chunk (the whole saved
