@@ -226,7 +226,13 @@ fn issue(home: &mut Home, json: bool, cmd: IssueCmd) -> Result<()> {
                 status: parse_opt::<IssueStatus>(status.as_deref())?,
                 kind: parse_opt::<IssueKind>(kind.as_deref())?,
             };
-            show(json, &home.issues(filter)?, |l| render::issues(l))
+            // The JSON list has every field; the table needs no bodies or
+            // notes, which are most of the reading on a long history.
+            if json {
+                show(json, &home.issues(filter)?, |l| render::issues(l))
+            } else {
+                show(json, &home.issue_list(filter)?, |l| render::issues(l))
+            }
         }
         IssueCmd::Show { id } => one(json, &home.issue(&id)?),
         IssueCmd::Edit {

@@ -391,6 +391,12 @@ impl Home {
         self.read(|doc| issues::issues(doc, filter))
     }
 
+    /// [`Home::issues`] for a list: without each issue's body and notes (left
+    /// empty), which on a long history are most of the reading.
+    pub fn issue_list(&mut self, filter: IssueFilter) -> Result<Vec<Issue>> {
+        self.read(|doc| issues::issue_list(doc, filter))
+    }
+
     /// The issue whose id starts with `prefix`.
     pub fn issue(&mut self, prefix: &str) -> Result<Issue> {
         self.read(|doc| {

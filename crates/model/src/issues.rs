@@ -201,15 +201,33 @@ pub fn resolve_step(doc: &impl ReadDoc, prefix: &str) -> Result<(ItemId, ItemId)
 
 /// Reads issue `id`.
 pub fn issue(doc: &impl ReadDoc, id: &ItemId) -> Option<Issue> {
-    read_issue(doc, id, &issue_obj(doc, id)?, &People::of(doc))
+    read_issue(doc, id, &issue_obj(doc, id)?, &People::of(doc), Detail::Full)
 }
 
 /// Reads every issue matching `filter`, oldest first.
 pub fn issues(doc: &impl ReadDoc, filter: IssueFilter) -> Vec<Issue> {
+    read_issues(doc, filter, Detail::Full)
+}
+
+/// What [`issues`] returns, without each issue's body and notes (left empty,
+/// never read): what a list shows. On a long history the bodies (text typed
+/// keystroke by keystroke) and the notes are most of the reading.
+pub fn issue_list(doc: &impl ReadDoc, filter: IssueFilter) -> Vec<Issue> {
+    read_issues(doc, filter, Detail::ForList)
+}
+
+/// How much of an issue to read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Detail {
+    Full,
+    ForList,
+}
+
+fn read_issues(doc: &impl ReadDoc, filter: IssueFilter, detail: Detail) -> Vec<Issue> {
     let people = People::of(doc);
     let mut out: Vec<Issue> = issue_ids(doc)
         .iter()
-        .filter_map(|id| read_issue(doc, id, &issue_obj(doc, id)?, &people))
+        .filter_map(|id| read_issue(doc, id, &issue_obj(doc, id)?, &people, detail))
         .filter(|i| filter.status.is_none_or(|s| i.status == s))
         .filter(|i| filter.kind.is_none_or(|k| i.kind == k))
         .collect();
@@ -217,7 +235,13 @@ pub fn issues(doc: &impl ReadDoc, filter: IssueFilter) -> Vec<Issue> {
     out
 }
 
-fn read_issue(doc: &impl ReadDoc, id: &ItemId, obj: &ObjId, people: &People) -> Option<Issue> {
+fn read_issue(
+    doc: &impl ReadDoc,
+    id: &ItemId,
+    obj: &ObjId,
+    people: &People,
+    detail: Detail,
+) -> Option<Issue> {
     let title = access::string(doc, obj, "title")?;
     let mut conflicts: Vec<Conflict> = [("title", "title"), ("status", "status"), ("kind", "kind")]
         .iter()
@@ -255,13 +279,19 @@ fn read_issue(doc: &impl ReadDoc, id: &ItemId, obj: &ObjId, people: &People) -> 
             });
         }
     }
+    let full = detail == Detail::Full;
     let notes = access::object(doc, obj, "notes", ObjType::List)
+        .filter(|_| full)
         .map(|n| read_notes(doc, &n, people))
         .unwrap_or_default();
     Some(Issue {
         id: id.clone(),
         title,
-        body: access::string(doc, obj, "body").unwrap_or_default(),
+        body: if full {
+            access::string(doc, obj, "body").unwrap_or_default()
+        } else {
+            String::new()
+        },
         status: access::string(doc, obj, "status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(IssueStatus::Open),
@@ -603,6 +633,30 @@ mod tests {
         assert_eq!(discussing[0].id, b);
         assert_eq!(issue(&doc, &a).unwrap().raised_by.name, "Sam");
         assert_eq!(resolve_issue(&doc, &a.as_str()[..4]).unwrap(), a);
+    }
+
+    #[test]
+    fn the_list_is_the_issues_without_bodies_and_notes() {
+        let (mut doc, _) = founded(1);
+        let a = add(&mut doc, Seat::A, 1, "Chores");
+        add(&mut doc, Seat::A, 2, "Money");
+        let mut e = Editor::new(&mut doc, Seat::A, 5);
+        e.add_note(&a, "talked on sunday").unwrap();
+        e.add_step(&a, &id(7), "make a rota", crate::Owner::Both, None)
+            .unwrap();
+        let full = issues(&doc, IssueFilter::default());
+        let list = issue_list(&doc, IssueFilter::default());
+        assert_eq!(full[0].notes.len(), 1);
+        assert_eq!(full[0].body, "the body");
+        let mut expected = full.clone();
+        for i in &mut expected {
+            i.body.clear();
+            i.notes.clear();
+        }
+        assert_eq!(
+            serde_json::to_value(&list).unwrap(),
+            serde_json::to_value(&expected).unwrap()
+        );
     }
 
     #[test]
