@@ -292,6 +292,12 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
             tracing::warn!(%mode, "could not switch the database to WAL mode");
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // Up to 16 MiB of page cache (SQLite's default is 2 MiB), used only
+        // as a write needs it: a new device's first sync writes its whole
+        // history in one transaction (11 MB of change rows for five years),
+        // and with the default cache it spills pages midway; this took that
+        // write from about 0.6 s to 0.4 s.
+        conn.pragma_update(None, "cache_size", -16384)?;
         conn.pragma_update(None, "foreign_keys", true)?;
         schema::migrate(conn)
     };
