@@ -116,14 +116,13 @@ impl Home {
             }
         }
         let newest = self.read(|doc| {
+            // Metadata only: building every change would cost several times more.
             let mut tips: HashMap<Vec<u8>, (u64, ChangeHash)> = HashMap::new();
-            for c in doc.get_changes(&[]) {
-                if devices.iter().any(|d| d.is_actor(c.actor_id())) {
-                    let e = tips
-                        .entry(c.actor_id().to_bytes().to_vec())
-                        .or_insert((0, c.hash()));
-                    if c.seq() >= e.0 {
-                        *e = (c.seq(), c.hash());
+            for c in doc.get_changes_meta(&[]) {
+                if devices.iter().any(|d| d.is_actor(&c.actor)) {
+                    let e = tips.entry(c.actor.to_bytes().to_vec()).or_insert((0, c.hash));
+                    if c.seq >= e.0 {
+                        *e = (c.seq, c.hash);
                     }
                 }
             }
@@ -153,9 +152,9 @@ impl Home {
         let sender = self.device_id();
         let (automerge, changes, heads, recipients) = self.read(|doc| {
             let (bytes, count) = if after.is_empty() {
-                (doc.save(), doc.get_changes(&[]).len())
+                (doc.save(), doc.get_changes_meta(&[]).len())
             } else {
-                (doc.save_after(&after), doc.get_changes(&after).len())
+                (doc.save_after(&after), doc.get_changes_meta(&after).len())
             };
             (bytes, count, doc.get_heads(), Membership::of(doc).active())
         })?;

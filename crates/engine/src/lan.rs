@@ -59,16 +59,13 @@ pub async fn discover(home: &Arc<Mutex<Home>>, wait: Duration) -> Result<Vec<Fou
     let (keys, me) = {
         let mut h = lock(home)?;
         let ring = h.keyring()?;
-        let keys: Vec<zeroize::Zeroizing<[u8; 32]>> = ring
-            .iter()
-            .map(|k| zeroize::Zeroizing::new(*k.secret()))
-            .collect();
+        let keys: zeroize::Zeroizing<Vec<[u8; 32]>> =
+            zeroize::Zeroizing::new(ring.iter().map(|k| *k.secret()).collect());
         (keys, h.device_id())
     };
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let keys: zeroize::Zeroizing<Vec<[u8; 32]>> = zeroize::Zeroizing::new(keys.iter().map(|k| **k).collect());
     crate::discovery::browse_devices(&keys, &me, wait, &DiscoveryOptions::default())
         .await
         .map_err(|e| Error::Net(e.to_string()))
