@@ -639,9 +639,22 @@ impl HomeSide {
                             changes,
                             attestations,
                             applied,
+                            document,
                         } => {
                             assert!(changes > 0);
-                            assert_eq!(applied.len(), changes, "the applied changes are all reported");
+                            match document {
+                                // A whole document, for a document that was empty.
+                                Some(bytes) => {
+                                    assert!(applied.is_empty() && !had_changes);
+                                    let loaded = automerge::Automerge::load(&bytes)
+                                        .expect("a document taken whole loads");
+                                    assert_eq!(loaded.get_heads(), self.doc.get_heads());
+                                    assert_eq!(loaded.get_changes(&[]).len(), changes);
+                                }
+                                None => {
+                                    assert_eq!(applied.len(), changes, "the applied changes are all reported")
+                                }
+                            }
                             for a in attestations {
                                 assert!(a.verify(), "a kept attestation does not verify");
                                 let c = self

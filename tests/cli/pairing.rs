@@ -126,6 +126,29 @@ fn pairing_joins_the_partner_and_brings_both_sides_entries() {
 
     // Nothing is left to exchange: both hold the same shared record.
     assert_eq!(shared(&alex), shared(&blair));
+
+    // The joiner took the host's history whole, and its log still lists
+    // every change, once, newest first.
+    let logged = |h: &TestHome| -> Vec<(i64, String)> {
+        h.json(&["log", "--all"])
+            .as_array()
+            .expect("log")
+            .iter()
+            .map(|l| (l["seq"].as_i64().expect("seq"), str_of(l, "hash")))
+            .collect()
+    };
+    let (on_alex, on_blair) = (logged(&alex), logged(&blair));
+    let hashes = |l: &[(i64, String)]| l.iter().map(|(_, h)| h.clone()).collect::<BTreeSet<_>>();
+    assert_eq!(hashes(&on_alex), hashes(&on_blair));
+    assert_eq!(hashes(&on_blair).len(), on_blair.len(), "each change once");
+    assert!(
+        on_blair.windows(2).all(|w| w[0].0 > w[1].0),
+        "newest first: {on_blair:?}"
+    );
+    assert_eq!(
+        blair.json(&["status"])["changes"].as_u64(),
+        Some(on_blair.len() as u64)
+    );
 }
 
 #[test]

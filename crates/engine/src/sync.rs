@@ -145,11 +145,15 @@ impl Replica for Home {
                     if let Event::Applied {
                         attestations,
                         applied,
+                        document,
                         ..
                     } = e
                     {
                         w.attestations.extend(attestations.iter().copied());
                         w.applied.append(applied);
+                        if let Some(bytes) = document.take() {
+                            w.document = Some(bytes);
+                        }
                     }
                 }
                 Ok(events)

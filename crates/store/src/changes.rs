@@ -46,6 +46,12 @@ pub struct Write<'a> {
     /// When set, replaces the changes and attestations kept waiting (see
     /// [`Store::pending`]) in the same transaction.
     pub pending: Option<crate::Pending>,
+    /// The saved document the closure made an empty document from (a new
+    /// device's first sync takes the history it received whole): the store
+    /// keeps these bytes as one entry of the log, and as the snapshot, instead
+    /// of one entry per change. Ignored unless the document was empty before
+    /// the closure. The closure vouches that the bytes load to the document.
+    pub document: Option<Vec<u8>>,
 }
 
 /// One change of the log, for `duet log`.
@@ -142,17 +148,22 @@ impl Store {
             attestations: Vec::new(),
             applied: Vec::new(),
             pending: None,
+            document: None,
         };
         let value = f(&mut w)?;
         let Write {
             mut attestations,
             applied,
             pending,
+            document,
             ..
         } = w;
         let gained = cached.doc.stats().num_changes.saturating_sub(count_before);
-        let from_sync = !applied.is_empty();
-        let new: Vec<Change> = if gained > 0 && applied.len() as u64 == gained {
+        let whole = document.filter(|_| count_before == 0 && gained > 0);
+        let from_sync = !applied.is_empty() || whole.is_some();
+        let new: Vec<Change> = if whole.is_some() {
+            Vec::new()
+        } else if gained > 0 && applied.len() as u64 == gained {
             applied
         } else {
             cached.doc.get_changes(&before)
@@ -169,7 +180,7 @@ impl Store {
         }
         let seqs: Vec<(Attestation, u64)> = attestations
             .into_iter()
-            .filter_map(|a| cached.doc.get_change_by_hash(&a.hash).map(|c| (a, c.seq())))
+            .filter_map(|a| cached.doc.get_change_meta_by_hash(&a.hash).map(|c| (a, c.seq)))
             .collect();
         let now = now_ms();
         let mut seq = cached.seq;
@@ -190,6 +201,9 @@ impl Store {
                     ])
                     .map_err(|e| StoreError::sqlite(&self.path, e))?;
             }
+        }
+        if let Some(bytes) = &whole {
+            seq = self.append_document(bytes, gained, now)?;
         }
         if !new.is_empty() {
             seq = self
@@ -223,14 +237,13 @@ impl Store {
         let Some(seq) = self.cache.as_ref().map(|c| c.seq) else {
             return Ok(());
         };
-        let (tail, last) = self.changes_after(seq)?;
+        let (tail, last) = self.entries_after(seq)?;
         if let Some(c) = self.cache.as_mut() {
             if !tail.is_empty() {
                 // Automerge panics on some malformed changes; a damaged log must
                 // give a clear error instead.
                 let doc = &mut c.doc;
-                let applied =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.apply_changes(tail)));
+                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(doc, tail)));
                 let detail = match applied {
                     Ok(Ok(())) => None,
                     Ok(Err(e)) => Some(format!("a stored change does not apply: {e}")),
@@ -283,8 +296,8 @@ impl Store {
         Ok(Cached::empty(device))
     }
 
-    /// The stored changes after `seq`, decoded and checked, with the last seq.
-    fn changes_after(&self, seq: i64) -> Result<(Vec<Change>, i64), StoreError> {
+    /// The entries of the log after `seq`, decoded and checked, with the last seq.
+    fn entries_after(&self, seq: i64) -> Result<(Vec<Entry>, i64), StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT seq, hash, bytes FROM changes WHERE seq > ?1 ORDER BY seq")
@@ -296,15 +309,45 @@ impl Store {
             let n: i64 = row.get(0).map_err(|e| self.err(e))?;
             let hash: Vec<u8> = row.get(1).map_err(|e| self.err(e))?;
             let bytes: Vec<u8> = row.get(2).map_err(|e| self.err(e))?;
-            let change = Change::from_bytes(bytes)
-                .map_err(|e| self.damaged(format!("change {n} of the log is unreadable: {e}")))?;
-            if change.hash().0.as_slice() != hash.as_slice() {
-                return Err(self.damaged(format!("change {n} of the log does not match its hash")));
-            }
-            out.push(change);
+            out.push(self.entry(n, &hash, bytes)?);
             last = n;
         }
         Ok((out, last))
+    }
+
+    /// Decodes entry `seq` of the log and checks it against its stored hash.
+    fn entry(&self, seq: i64, hash: &[u8], bytes: Vec<u8>) -> Result<Entry, StoreError> {
+        if is_document(&bytes) {
+            if document_hash(&bytes).as_slice() != hash {
+                return Err(self.damaged(format!("entry {seq} of the log does not match its hash")));
+            }
+            return Ok(Entry::Document(bytes));
+        }
+        let change = Change::from_bytes(bytes)
+            .map_err(|e| self.damaged(format!("change {seq} of the log is unreadable: {e}")))?;
+        if change.hash().0.as_slice() != hash {
+            return Err(self.damaged(format!("change {seq} of the log does not match its hash")));
+        }
+        Ok(Entry::Change(Box::new(change)))
+    }
+
+    /// Appends a whole saved document of `count` changes as one entry that
+    /// takes the log's next `count` positions, and keeps it as the snapshot
+    /// too (it is one already). Returns the entry's seq.
+    fn append_document(&self, bytes: &[u8], count: u64, now: i64) -> Result<i64, StoreError> {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        let seq: i64 = self
+            .conn
+            .query_row(
+                "INSERT INTO changes (seq, hash, actor, bytes, stored_at, count)
+                 VALUES ((SELECT COALESCE(MAX(seq), 0) FROM changes) + ?1, ?2, x'', ?3, ?4, ?1)
+                 RETURNING seq",
+                params![count, document_hash(bytes).as_slice(), bytes, now],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        self.put_snapshot(seq, bytes)?;
+        Ok(seq)
     }
 
     fn maybe_compact(&mut self) -> Result<bool, StoreError> {
@@ -356,15 +399,19 @@ impl Store {
         let Some(c) = self.cache.as_ref() else {
             return Ok(());
         };
-        let bytes = c.doc.save();
+        self.put_snapshot(c.seq, &c.doc.save())
+    }
+
+    /// Stores `bytes` as the snapshot of the log up to `upto` and drops older ones.
+    fn put_snapshot(&self, upto: i64, bytes: &[u8]) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "INSERT INTO snapshots (upto_seq, bytes, created_at) VALUES (?1, ?2, ?3)",
-                params![c.seq, bytes, now_ms()],
+                params![upto, bytes, now_ms()],
             )
             .map_err(|e| self.err(e))?;
         self.conn
-            .execute("DELETE FROM snapshots WHERE upto_seq < ?1", [c.seq])
+            .execute("DELETE FROM snapshots WHERE upto_seq < ?1", [upto])
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -395,28 +442,50 @@ impl Store {
         }
     }
 
-    /// The log, newest first, at most `limit` entries.
+    /// The log, newest first, at most `limit` changes. The changes of an entry
+    /// that holds a whole document are listed in the order automerge applied
+    /// them, at the positions the entry takes.
     pub fn log(&self, limit: Option<usize>) -> Result<Vec<LogEntry>, StoreError> {
-        let limit = limit.map_or(-1, |l| l as i64);
+        let limit = limit.unwrap_or(usize::MAX);
         let mut stmt = self
             .conn
-            .prepare("SELECT seq, bytes FROM changes ORDER BY seq DESC LIMIT ?1")
+            .prepare("SELECT seq, hash, bytes FROM changes ORDER BY seq DESC")
             .map_err(|e| self.err(e))?;
-        let mut rows = stmt.query([limit]).map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+        while out.len() < limit {
+            let Some(row) = rows.next().map_err(|e| self.err(e))? else {
+                break;
+            };
             let seq: i64 = row.get(0).map_err(|e| self.err(e))?;
-            let bytes: Vec<u8> = row.get(1).map_err(|e| self.err(e))?;
-            let change = Change::from_bytes(bytes)
-                .map_err(|e| self.damaged(format!("change {seq} of the log is unreadable: {e}")))?;
-            out.push(LogEntry {
-                seq,
-                hash: change.hash(),
-                device: DeviceId::from_actor(change.actor_id()),
-                time: change.timestamp(),
-                message: change.message().map(str::to_string),
-                ops: change.len(),
-            });
+            let hash: Vec<u8> = row.get(1).map_err(|e| self.err(e))?;
+            let bytes: Vec<u8> = row.get(2).map_err(|e| self.err(e))?;
+            match self.entry(seq, &hash, bytes)? {
+                Entry::Change(change) => out.push(LogEntry {
+                    seq,
+                    hash: change.hash(),
+                    device: DeviceId::from_actor(change.actor_id()),
+                    time: change.timestamp(),
+                    message: change.message().map(str::to_string),
+                    ops: change.len(),
+                }),
+                Entry::Document(bytes) => {
+                    let doc = load_document(&bytes)
+                        .map_err(|e| self.damaged(format!("entry {seq} of the log does not load: {e}")))?;
+                    let changes = doc.get_changes_meta(&[]);
+                    let first = seq - changes.len() as i64 + 1;
+                    for (i, c) in changes.iter().enumerate().rev().take(limit - out.len()) {
+                        out.push(LogEntry {
+                            seq: first + i as i64,
+                            hash: c.hash,
+                            device: DeviceId::from_actor(&c.actor),
+                            time: c.timestamp,
+                            message: c.message.as_deref().map(str::to_string),
+                            ops: (c.max_op + 1).saturating_sub(c.start_op) as usize,
+                        });
+                    }
+                }
+            }
         }
         Ok(out)
     }
@@ -425,8 +494,9 @@ impl Store {
     pub fn stats(&self) -> Result<Stats, StoreError> {
         self.conn
             .query_row(
-                "SELECT (SELECT COUNT(*) FROM changes),
-                        (SELECT COUNT(*) FROM changes WHERE seq > (SELECT COALESCE(MAX(upto_seq), 0) FROM snapshots)),
+                "SELECT (SELECT COALESCE(SUM(count), 0) FROM changes),
+                        (SELECT COALESCE(SUM(count), 0) FROM changes
+                          WHERE seq > (SELECT COALESCE(MAX(upto_seq), 0) FROM snapshots)),
                         (SELECT COALESCE(SUM(length(bytes)), 0) FROM snapshots)",
                 [],
                 |r| {
@@ -439,6 +509,57 @@ impl Store {
             )
             .map_err(|e| self.err(e))
     }
+}
+
+/// One entry of the log, decoded.
+enum Entry {
+    /// One change.
+    Change(Box<Change>),
+    /// A whole saved document.
+    Document(Vec<u8>),
+}
+
+/// Applies entries of the log to `doc` in order. A document entry becomes the
+/// document when it is empty (always, as the log writes them: see
+/// [`Write::document`]), and adds its changes otherwise.
+fn apply(doc: &mut Automerge, entries: Vec<Entry>) -> Result<(), automerge::AutomergeError> {
+    let mut changes = Vec::new();
+    for entry in entries {
+        match entry {
+            Entry::Change(c) => changes.push(*c),
+            Entry::Document(bytes) => {
+                doc.apply_changes(std::mem::take(&mut changes))?;
+                let whole = load_document(&bytes)?;
+                if doc.get_heads().is_empty() {
+                    *doc = whole.with_actor(doc.get_actor().clone());
+                } else {
+                    doc.apply_changes(whole.get_changes(&[]))?;
+                }
+            }
+        }
+    }
+    doc.apply_changes(changes)
+}
+
+/// Loads a saved document with automerge's checks (every change's hash
+/// recomputed, nothing missing).
+fn load_document(bytes: &[u8]) -> Result<Automerge, automerge::AutomergeError> {
+    let options = automerge::LoadOptions::new()
+        .on_partial_load(automerge::OnPartialLoad::Error)
+        .verification_mode(automerge::VerificationMode::Check);
+    Automerge::load_with_options(bytes, options)
+}
+
+/// True if `bytes` start as automerge's document chunk (magic, checksum, type 0)
+/// rather than a change chunk.
+fn is_document(bytes: &[u8]) -> bool {
+    bytes.len() > 8 && bytes[..4] == [0x85, 0x6f, 0x4a, 0x83] && bytes[8] == 0
+}
+
+/// The hash a document entry is checked against.
+fn document_hash(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }
 
 pub(crate) fn now_ms() -> i64 {

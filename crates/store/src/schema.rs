@@ -6,7 +6,7 @@
 use rusqlite::Connection;
 
 /// The store version this build writes.
-pub const STORE_VERSION: i64 = 3;
+pub const STORE_VERSION: i64 = 4;
 
 /// Migrations: entry `i` takes the store from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -100,6 +100,15 @@ const MIGRATIONS: &[&str] = &[
         fetched   INTEGER NOT NULL,
         has_heads BLOB NOT NULL
     ) STRICT;
+    ",
+    // 3 -> 4: an entry of the log may hold a whole saved document (how a new
+    // device's first sync keeps the history it received: one entry, not one
+    // per change). `count` is how many changes an entry holds; such an entry
+    // takes the log's positions up to its `seq`, its `hash` is the SHA-256 of
+    // its bytes and its `actor` is empty. Automerge's chunk header tells the
+    // two kinds apart.
+    "
+    ALTER TABLE changes ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
     ",
 ];
 

@@ -342,3 +342,142 @@ fn relay_cursors_round_trip_per_relay() {
     assert_eq!(store.relay_cursor("r:1").unwrap(), c);
     assert_eq!(store.relay_cursor("r:2").unwrap(), RelayCursor::default());
 }
+
+/// An empty home, as a new device's is right after pairing.
+fn create_empty(dir: &Path) -> Store {
+    let secret = DeviceSecret::from_bytes(&[7; 32]);
+    let new = NewStore {
+        device: &secret,
+        device_name: "phone",
+        meta: &[("seat", "a")],
+        now_ms: 0,
+    };
+    Store::create(dir, &new, |_: &mut Automerge| Ok::<(), StoreError>(())).unwrap()
+}
+
+/// A history of `n` changes by two actors, saved whole.
+fn history(n: i64) -> Automerge {
+    let mut doc = Automerge::new();
+    for i in 0..n {
+        doc.set_actor(automerge::ActorId::from([(i % 2) as u8 + 1; 32].as_slice()));
+        doc.transact(|tx| tx.put(ROOT, "n", i + 1)).unwrap();
+    }
+    doc
+}
+
+/// Takes a whole saved document as an empty store's document, as a new
+/// device's first sync does.
+fn take_whole(store: &mut Store, bytes: &[u8]) -> Result<(), StoreError> {
+    store.write_with(|w| -> Result<(), StoreError> {
+        *w.doc = Automerge::load(bytes).unwrap();
+        w.document = Some(bytes.to_vec());
+        Ok(())
+    })
+}
+
+#[test]
+fn a_whole_document_is_one_entry_of_the_log_at_every_position_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = history(30);
+    let bytes = source.save();
+    let mut s = create_empty(dir.path());
+    take_whole(&mut s, &bytes).unwrap();
+
+    let stats = s.stats().unwrap();
+    assert_eq!(stats.changes, 30);
+    assert_eq!(stats.since_snapshot, 0, "it is the snapshot too");
+    assert_eq!(stats.snapshot_bytes, bytes.len() as i64);
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1, "one entry, not one per change");
+
+    // `duet log` lists every change, newest first, at the positions 1..=30.
+    let log = s.log(None).unwrap();
+    let mut hashes: Vec<_> = source.get_changes(&[]).iter().map(|c| c.hash()).collect();
+    hashes.reverse();
+    assert_eq!(log.iter().map(|e| e.hash).collect::<Vec<_>>(), hashes);
+    assert_eq!(
+        log.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=30).rev().collect::<Vec<_>>()
+    );
+    let five = s.log(Some(5)).unwrap();
+    assert_eq!(
+        five.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [30, 29, 28, 27, 26]
+    );
+
+    // The next change takes the next position; every process reads the same.
+    bump(&mut s);
+    assert_eq!(s.log(Some(1)).unwrap()[0].seq, 31);
+    assert_eq!(s.stats().unwrap().changes, 31);
+    let mut other = Store::open(dir.path()).unwrap();
+    assert_eq!(n(&mut other), 31);
+    drop((s, other));
+
+    // Without the snapshot, the log alone still holds everything.
+    conn.execute("DELETE FROM snapshots", []).unwrap();
+    let mut s = Store::open(dir.path()).unwrap();
+    assert_eq!(n(&mut s), 31);
+    let kept = s.read(|doc| doc.get_changes(&[]).len()).unwrap();
+    assert_eq!(kept, 31);
+    drop(s);
+
+    // A damaged entry is reported, not loaded.
+    conn.execute(
+        "UPDATE changes SET bytes = CAST(substr(bytes, 1, 40) || x'00' || substr(bytes, 42) AS BLOB) WHERE count > 1",
+        [],
+    )
+    .unwrap();
+    let mut s = Store::open(dir.path()).unwrap();
+    let err = s.read(|_| ()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Damaged { detail, .. } if detail.contains("does not match its hash")),
+        "{err}"
+    );
+    assert!(matches!(s.log(None), Err(StoreError::Damaged { .. })));
+}
+
+#[test]
+fn a_whole_document_for_a_document_that_is_not_empty_is_stored_change_by_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = create(dir.path(), 1);
+    let source = history(4);
+    let bytes = source.save();
+    s.write_with(|w| -> Result<(), StoreError> {
+        w.doc.merge(&mut source.clone()).unwrap();
+        w.document = Some(bytes.clone());
+        Ok(())
+    })
+    .unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let (rows, counted): (i64, i64) = conn
+        .query_row("SELECT COUNT(*), SUM(count) FROM changes", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((rows, counted), (5, 5), "the founding change and four more");
+    drop(s);
+    let mut s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.read(|doc| doc.get_changes(&[]).len()).unwrap(), 5);
+}
+
+#[test]
+fn a_store_of_version_3_gains_whole_document_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = create(dir.path(), 1);
+    bump(&mut s);
+    drop(s);
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    conn.execute_batch("ALTER TABLE changes DROP COLUMN count; PRAGMA user_version = 3;")
+        .unwrap();
+    drop(conn);
+    let mut s = Store::open(dir.path()).unwrap();
+    bump(&mut s);
+    assert_eq!(n(&mut s), 2);
+    assert_eq!(s.stats().unwrap().changes, 3);
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, duet_store::STORE_VERSION);
+}

@@ -111,7 +111,12 @@ fn space_of(others: &[(u8, Seat)]) -> Vec<Home> {
 /// Runs a session between `a` (dialling) and `b` until both are synced, or one
 /// fails. Frames pass through a decoder in small pieces.
 fn sync(a: &mut Home, b: &mut Home) -> Result<(), SyncError> {
-    let mut sa = Session::new(b.id(), "5eed", None, 0);
+    let sa = Session::new(b.id(), "5eed", None, 0);
+    sync_from(a, b, sa)
+}
+
+/// [`sync`] with `a`'s session as given (a new device's, joining).
+fn sync_from(a: &mut Home, b: &mut Home, mut sa: Session) -> Result<(), SyncError> {
     let mut sb = Session::new(a.id(), "5eed", None, 0);
     let (mut da, mut db) = (FrameDecoder::new(), FrameDecoder::new());
     for _ in 0..100 {
@@ -147,19 +152,19 @@ fn sync(a: &mut Home, b: &mut Home) -> Result<(), SyncError> {
 
 /// What a driver does with one frame: apply on a copy (the store's write
 /// transaction), keep it only if the session accepted it.
-fn deliver(s: &mut Session, home: &mut Home, f: &Frame) -> Result<(), SyncError> {
+fn deliver(s: &mut Session, home: &mut Home, f: &Frame) -> Result<Vec<Event>, SyncError> {
     let mut working = home.doc.fork().with_actor(home.id().actor());
     match s.handle(f, &mut working, 0) {
         Ok(events) => {
             home.doc = working;
-            for e in events {
+            for e in &events {
                 if let Event::Applied { attestations, .. } = e {
-                    home.keep(attestations);
+                    home.keep(attestations.clone());
                 }
             }
             let atts = home.attestations();
             s.generate(&home.doc, &atts);
-            Ok(())
+            Ok(events)
         }
         Err(e) => Err(e),
     }
@@ -297,6 +302,29 @@ fn garbage_frames_end_the_session_without_panicking() {
 /// automerge would send it again with every message it answers before the
 /// first copy lands.
 #[test]
+fn a_whole_document_with_an_unsigned_change_is_refused_for_a_new_device() {
+    let mut homes = space_of(&[(2, Seat::B), (3, Seat::B)]);
+    homes[2].add_issue(3, "written on the third device");
+    // The founder takes the third device's change without its signature.
+    let third = homes[2].doc.clone();
+    homes[0].doc.merge(&mut third.clone()).unwrap();
+    homes[0].add_issue(1, "signed by the founder");
+    let (a, b) = homes.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut b[0]);
+    b.doc = Automerge::new().with_actor(b.id().actor());
+    let joining = Session::joining(a.id(), "5eed", 0);
+    let err = sync_from(b, a, joining).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SyncError::Refused(duet_sync::proto::verify::VerifyError::Unsigned(_))
+        ),
+        "{err}"
+    );
+    assert!(b.doc.get_heads().is_empty(), "nothing was applied");
+}
+
+#[test]
 fn a_new_device_gets_the_whole_document_once() {
     let mut homes = space_of(&[(2, Seat::B)]);
     for n in 0..150u8 {
@@ -325,6 +353,7 @@ fn a_new_device_gets_the_whole_document_once() {
     // that b's second message crosses a's first copy of the document.
     let mut a_sent = 0;
     let mut synced = false;
+    let mut b_events = Vec::new();
     for _ in 0..100 {
         let out_a: Vec<Vec<u8>> = std::iter::from_fn(|| sa.poll_transmit()).collect();
         let out_b: Vec<Vec<u8>> = std::iter::from_fn(|| sb.poll_transmit()).collect();
@@ -339,7 +368,7 @@ fn a_new_device_gets_the_whole_document_once() {
             let mut d = FrameDecoder::new();
             d.push(&bytes);
             let f = d.next_frame().unwrap().unwrap();
-            deliver(&mut sb, b, &f).unwrap();
+            b_events.extend(deliver(&mut sb, b, &f).unwrap());
         }
         if sa.is_synced(&a.doc) && sb.is_synced(&b.doc) {
             synced = true;
@@ -348,6 +377,22 @@ fn a_new_device_gets_the_whole_document_once() {
     }
     assert!(synced, "both sides know they hold the same heads");
     assert_eq!(a.doc.get_heads(), b.doc.get_heads());
+    // Taken whole: one event, the document's bytes for the store to keep as
+    // they came, and no change rebuilt.
+    let [
+        Event::Applied {
+            changes: taken,
+            applied,
+            document: Some(bytes),
+            ..
+        },
+    ] = b_events.as_slice()
+    else {
+        panic!("expected one whole document, got {b_events:?}");
+    };
+    assert!(applied.is_empty());
+    assert_eq!(*taken, a.doc.get_changes(&[]).len());
+    assert_eq!(Automerge::load(bytes).unwrap().get_heads(), a.doc.get_heads());
     // The document once, plus frames, heads and a signature or two: no second
     // copy, and no filter of every change (1,650 changes would add ~2 KB).
     let whole = a.doc.save().len();

@@ -24,7 +24,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{Automerge, Change, ChangeHash, ReadDoc};
+use automerge::{Automerge, Change, ChangeHash, ChangeMetadata, ReadDoc};
 use duet_model::{Attestation, DeviceId, Membership};
 
 use super::frame::Frame;
@@ -149,8 +149,11 @@ pub enum Event {
         attestations: Vec<Attestation>,
         /// The changes themselves, in the order they were applied: exactly what
         /// the message added to the document, so the store need not rebuild
-        /// them from it.
+        /// them from it. Empty when the message was a whole document.
         applied: Vec<Change>,
+        /// The saved document a new device's empty document was made from,
+        /// as it came (then `applied` is empty): for the store to keep whole.
+        document: Option<Vec<u8>>,
     },
     /// The peer said goodbye after both held the same heads.
     PeerDone,
@@ -414,26 +417,6 @@ impl Session {
         verify::check_signatures(&s.attestations)?;
         let mut message =
             sync::Message::decode(&s.message).map_err(|e| VerifyError::Malformed(e.to_string()))?;
-        let nothing_waited = self.waiting.is_empty();
-        let mut received = 0;
-        // A new device's first message: the whole document, already loaded
-        // (and checked) once to verify it; see below.
-        let mut loaded = None;
-        let only_chunk = message.changes.iter().count() == 1;
-        for chunk in message.changes.iter() {
-            let (changes, whole) = contained(|| verify::parse_chunks_keeping(chunk))??;
-            for c in changes {
-                received += 1;
-                self.waiting.entry(c.hash()).or_insert(c);
-            }
-            loaded = whole.filter(|_| only_chunk && doc.get_heads().is_empty());
-        }
-        let waiting_bytes: usize = self.waiting.values().map(|c| c.raw_bytes().len()).sum();
-        if waiting_bytes > MAX_WAITING_BYTES {
-            return Err(SyncError::Protocol(
-                "too many changes wait for their dependencies",
-            ));
-        }
         for a in s.attestations {
             if !self.verified.contains(&a) {
                 self.verified.push(a);
@@ -441,6 +424,27 @@ impl Session {
         }
         if self.verified.len() > MAX_VERIFIED {
             return Err(SyncError::Protocol("too many signatures"));
+        }
+        if self.waiting.is_empty()
+            && doc.get_heads().is_empty()
+            && is_whole_document(&message.changes)
+            && let Some(events) = self.take_whole_document(&mut message, doc)?
+        {
+            return Ok(events);
+        }
+        let nothing_waited = self.waiting.is_empty();
+        let mut received = 0;
+        for chunk in message.changes.iter() {
+            for c in contained(|| verify::parse_chunks(chunk))?? {
+                received += 1;
+                self.waiting.entry(c.hash()).or_insert(c);
+            }
+        }
+        let waiting_bytes: usize = self.waiting.values().map(|c| c.raw_bytes().len()).sum();
+        if waiting_bytes > MAX_WAITING_BYTES {
+            return Err(SyncError::Protocol(
+                "too many changes wait for their dependencies",
+            ));
         }
         // What the document holds already (resent, or brought by another
         // session meanwhile) no longer waits.
@@ -464,27 +468,8 @@ impl Session {
         }
         let state = &mut self.state;
         let t = std::time::Instant::now();
-        match loaded {
-            // Everything this (empty) document is to hold was loaded and
-            // placed as one whole document: take it as it is rather than have
-            // automerge load the same bytes again (a fifth of a new device's
-            // first sync). Automerge then only updates the sync state, as for
-            // a message whose changes it already holds; it would take an
-            // unchanged document for an answered message and so keep this
-            // device from answering (`last_sent_heads`), which is put back.
-            Some(whole) if nothing_waited && self.waiting.is_empty() && ready.len() == received => {
-                *doc = whole.with_actor(doc.get_actor().clone());
-                message.changes = sync::ChunkList::empty();
-                let last_sent = state.last_sent_heads.clone();
-                contained(|| doc.receive_sync_message(state, message))?
-                    .map_err(|e| SyncError::Automerge(e.to_string()))?;
-                state.last_sent_heads = last_sent;
-            }
-            _ => {
-                contained(|| doc.receive_sync_message(state, message))?
-                    .map_err(|e| SyncError::Automerge(e.to_string()))?;
-            }
-        }
+        contained(|| doc.receive_sync_message(state, message))?
+            .map_err(|e| SyncError::Automerge(e.to_string()))?;
         let automerge_us = t.elapsed().as_micros() as u64;
         if !doc.get_missing_deps(&[]).is_empty() {
             return Err(SyncError::Protocol("changes arrived without their dependencies"));
@@ -505,7 +490,60 @@ impl Session {
             changes: ready.len(),
             attestations: placement.attestations,
             applied: ready,
+            document: None,
         }])
+    }
+
+    /// A new device's first message: one whole saved document, for an empty
+    /// document. It is loaded once, with automerge's checks, and checked from
+    /// its changes' metadata (authors, sequence numbers, dependencies: no
+    /// change is rebuilt from it); then it becomes this device's document as
+    /// it is, and the store keeps its bytes as they came. Returns `None` when
+    /// not all of it can be placed at once (a change no attestation reaches):
+    /// the change-by-change path then sorts out what waits and what is refused.
+    fn take_whole_document(
+        &mut self,
+        message: &mut sync::Message,
+        doc: &mut Automerge,
+    ) -> Result<Option<Vec<Event>>, SyncError> {
+        let Some(bytes) = message.changes.iter().next().map(<[u8]>::to_vec) else {
+            return Ok(None);
+        };
+        let t = std::time::Instant::now();
+        let whole = contained(|| verify::load_document(&bytes))??;
+        let load_us = t.elapsed().as_micros() as u64;
+        let t = std::time::Instant::now();
+        let metas = whole.get_changes_meta(&[]);
+        let by_hash: HashMap<ChangeHash, &ChangeMetadata<'_>, foldhash::quality::RandomState> =
+            metas.iter().map(|m| (m.hash, m)).collect();
+        let placement = verify::place(doc, &by_hash, &self.verified);
+        if placement.unsigned.is_some() || placement.ready.len() != metas.len() {
+            return Ok(None);
+        }
+        verify::check_members(&whole, &metas, &self.peer)?;
+        let changes = metas.len();
+        let check_us = t.elapsed().as_micros() as u64;
+        drop(by_hash);
+        drop(metas);
+        *doc = whole.with_actor(doc.get_actor().clone());
+        // Automerge only updates its sync state, as for a message whose
+        // changes it holds. It would take an unchanged document for an
+        // answered message and so keep this device from answering
+        // (`last_sent_heads`), which is put back.
+        message.changes = sync::ChunkList::empty();
+        let state = &mut self.state;
+        let last_sent = state.last_sent_heads.clone();
+        contained(|| doc.receive_sync_message(state, message.clone()))?
+            .map_err(|e| SyncError::Automerge(e.to_string()))?;
+        state.last_sent_heads = last_sent;
+        tracing::debug!(load_us, check_us, changes, "took a whole document");
+        self.stats.changes_in += changes;
+        Ok(Some(vec![Event::Applied {
+            changes,
+            attestations: placement.attestations,
+            applied: Vec::new(),
+            document: Some(bytes),
+        }]))
     }
 
     /// Queues the next sync message, if automerge has one for the peer, with

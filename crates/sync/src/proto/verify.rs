@@ -15,6 +15,7 @@
 //! another device); a change nothing received can ever vouch for is.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
 
 /// Maps and sets keyed by change hashes inside placement, which handles every
 /// change of a history at once on a first sync: foldhash's randomly seeded
@@ -23,8 +24,57 @@ use std::collections::{HashMap, HashSet, VecDeque};
 type FastMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
 type FastSet<K> = HashSet<K, foldhash::quality::RandomState>;
 
-use automerge::{Automerge, Change, ChangeHash};
+use automerge::{ActorId, Automerge, Change, ChangeHash, ChangeMetadata};
 use duet_model::{Attestation, ChangeRefusal, DeviceId, Membership};
+
+/// What placement and the membership check read of a change: its author, its
+/// place in the author's sequence and its dependencies. A received [`Change`],
+/// or the [`ChangeMetadata`] of a change in a document that arrived whole
+/// (which needs no change rebuilt to be checked).
+pub trait ChangeNode {
+    /// The author (a device key, for a change a member made).
+    fn actor(&self) -> &ActorId;
+    /// The change's number in its author's sequence.
+    fn seq(&self) -> u64;
+    /// The hashes of the changes it depends on.
+    fn deps(&self) -> &[ChangeHash];
+}
+
+impl ChangeNode for Change {
+    fn actor(&self) -> &ActorId {
+        self.actor_id()
+    }
+    fn seq(&self) -> u64 {
+        Change::seq(self)
+    }
+    fn deps(&self) -> &[ChangeHash] {
+        Change::deps(self)
+    }
+}
+
+impl<C: ChangeNode + ?Sized> ChangeNode for &C {
+    fn actor(&self) -> &ActorId {
+        (**self).actor()
+    }
+    fn seq(&self) -> u64 {
+        (**self).seq()
+    }
+    fn deps(&self) -> &[ChangeHash] {
+        (**self).deps()
+    }
+}
+
+impl ChangeNode for ChangeMetadata<'_> {
+    fn actor(&self) -> &ActorId {
+        &self.actor
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn deps(&self) -> &[ChangeHash] {
+        &self.deps
+    }
+}
 
 /// Why received changes are refused.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -50,22 +100,14 @@ const CHUNK_COMPRESSED: u8 = 2;
 
 /// Splits automerge chunk data into its chunks, checking each header, and
 /// decodes them into changes (which also checks their checksums). A document
-/// chunk is loaded with automerge's checked loading and yields its changes.
+/// chunk is loaded with automerge's checked loading ([`load_document`]) and
+/// yields its changes.
 ///
 /// Automerge may panic on hostile bytes; callers facing a peer run this inside
 /// `catch_unwind`.
 pub fn parse_chunks(data: &[u8]) -> Result<Vec<Change>, VerifyError> {
-    parse_chunks_keeping(data).map(|(changes, _)| changes)
-}
-
-/// [`parse_chunks`], also returning the document when `data` is exactly one
-/// whole-document chunk: loaded (and checked) already, it can stand in for
-/// the receiver's empty document instead of being loaded a second time.
-pub fn parse_chunks_keeping(data: &[u8]) -> Result<(Vec<Change>, Option<Automerge>), VerifyError> {
     let bad = |what: &str| VerifyError::Malformed(what.to_string());
     let mut changes = Vec::new();
-    let mut whole = None;
-    let mut chunks = 0;
     let mut rest = data;
     while !rest.is_empty() {
         if rest.len() < 9 || rest[..4] != MAGIC {
@@ -85,21 +127,26 @@ pub fn parse_chunks_keeping(data: &[u8]) -> Result<(Vec<Change>, Option<Automerg
                     Change::from_bytes(chunk.to_vec()).map_err(|e| VerifyError::Malformed(e.to_string()))?;
                 changes.push(change);
             }
-            CHUNK_DOCUMENT => {
-                let options = automerge::LoadOptions::new()
-                    .on_partial_load(automerge::OnPartialLoad::Error)
-                    .verification_mode(automerge::VerificationMode::Check);
-                let doc = Automerge::load_with_options(chunk, options)
-                    .map_err(|e| VerifyError::Malformed(format!("a document does not load: {e}")))?;
-                changes.extend(doc.get_changes(&[]));
-                whole = Some(doc);
-            }
+            CHUNK_DOCUMENT => changes.extend(load_document(chunk)?.get_changes(&[])),
             other => return Err(VerifyError::Malformed(format!("unknown chunk type {other}"))),
         }
-        chunks += 1;
         rest = &rest[total..];
     }
-    Ok((changes, whole.filter(|_| chunks == 1)))
+    Ok(changes)
+}
+
+/// Loads a whole saved document with automerge's checks: every change's hash
+/// recomputed against the heads it records, nothing missing (a partial load is
+/// an error).
+///
+/// Automerge may panic on hostile bytes; callers facing a peer run this inside
+/// `catch_unwind`.
+pub fn load_document(chunk: &[u8]) -> Result<Automerge, VerifyError> {
+    let options = automerge::LoadOptions::new()
+        .on_partial_load(automerge::OnPartialLoad::Error)
+        .verification_mode(automerge::VerificationMode::Check);
+    Automerge::load_with_options(chunk, options)
+        .map_err(|e| VerifyError::Malformed(format!("a document does not load: {e}")))
 }
 
 /// True if `chunk` starts like an automerge document chunk (the whole saved
@@ -152,9 +199,9 @@ const MAX_PASSES: usize = 16;
 
 /// Decides which `waiting` changes (received, not in `doc`) can be applied,
 /// given the verified `attestations` received so far.
-pub fn place(
+pub fn place<C: ChangeNode, S: BuildHasher>(
     doc: &Automerge,
-    waiting: &HashMap<ChangeHash, Change>,
+    waiting: &HashMap<ChangeHash, C, S>,
     attestations: &[Attestation],
 ) -> Placement {
     let mut held_cache: FastMap<ChangeHash, bool> = FastMap::default();
@@ -180,9 +227,9 @@ pub fn place(
         .find(|c| {
             !attestations
                 .iter()
-                .any(|a| a.device.is_actor(c.actor_id()) && !placeable.contains(&a.hash) && !held(&a.hash))
+                .any(|a| a.device.is_actor(c.actor()) && !placeable.contains(&a.hash) && !held(&a.hash))
         })
-        .and_then(|c| DeviceId::from_actor(c.actor_id()));
+        .and_then(|c| DeviceId::from_actor(c.actor()));
 
     // Narrow to what is covered, then to what still has its dependencies, until
     // both hold: a change covered only through one that must wait, waits too.
@@ -218,8 +265,8 @@ pub fn place(
 
 /// The `candidates` whose dependencies are all held or among the candidates
 /// (transitively), in an order that applies each after its dependencies.
-fn in_dependency_order(
-    waiting: &HashMap<ChangeHash, Change>,
+fn in_dependency_order<C: ChangeNode, S: BuildHasher>(
+    waiting: &HashMap<ChangeHash, C, S>,
     candidates: &[ChangeHash],
     held: &mut impl FnMut(&ChangeHash) -> bool,
 ) -> Vec<ChangeHash> {
@@ -272,8 +319,8 @@ fn in_dependency_order(
 /// devices whose attested changes reach it (a bit per device), handed on to
 /// its dependencies. A couple has a handful of devices; with more than 64
 /// among the attestations, a search per device does the same.
-fn covered(
-    waiting: &HashMap<ChangeHash, Change>,
+fn covered<C: ChangeNode, S: BuildHasher>(
+    waiting: &HashMap<ChangeHash, C, S>,
     order: &[ChangeHash],
     set: &FastSet<ChangeHash>,
     attestations: &[Attestation],
@@ -305,7 +352,7 @@ fn covered(
         if devices
             .iter()
             .enumerate()
-            .any(|(i, d)| mask & (1 << i) != 0 && d.is_actor(c.actor_id()))
+            .any(|(i, d)| mask & (1 << i) != 0 && d.is_actor(c.actor()))
         {
             out.insert(*h);
         }
@@ -317,8 +364,8 @@ fn covered(
 }
 
 /// [`covered`] by a search from each device's attested changes.
-fn covered_by_search(
-    waiting: &HashMap<ChangeHash, Change>,
+fn covered_by_search<C: ChangeNode, S: BuildHasher>(
+    waiting: &HashMap<ChangeHash, C, S>,
     set: &FastSet<ChangeHash>,
     attestations: &[Attestation],
 ) -> FastSet<ChangeHash> {
@@ -335,7 +382,7 @@ fn covered_by_search(
                 continue;
             }
             let Some(c) = waiting.get(&h) else { continue };
-            if device.is_actor(c.actor_id()) {
+            if device.is_actor(c.actor()) {
                 out.insert(h);
             }
             queue.extend(c.deps().iter().copied().filter(|d| set.contains(d)));
@@ -352,14 +399,18 @@ fn covered_by_search(
 /// it learned of the revocation), it is accepted: refusing it would cut the
 /// couple's devices apart for good, since everything that member wrote since
 /// depends on it.
-pub fn check_members(doc: &Automerge, applied: &[Change], peer: &DeviceId) -> Result<(), VerifyError> {
+pub fn check_members<C: ChangeNode>(
+    doc: &Automerge,
+    applied: &[C],
+    peer: &DeviceId,
+) -> Result<(), VerifyError> {
     if applied.is_empty() {
         return Ok(());
     }
     let members = Membership::of(doc);
     for c in applied {
-        match members.check_change(c.actor_id(), c.seq()) {
-            Err(ChangeRefusal::Revoked(who)) if !peer.is_actor(c.actor_id()) => {
+        match members.check_change(c.actor(), c.seq()) {
+            Err(ChangeRefusal::Revoked(who)) if !peer.is_actor(c.actor()) => {
                 tracing::warn!(device = %who, "accepting a revoked device's change relayed by a member");
             }
             other => other?,
