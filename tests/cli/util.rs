@@ -384,6 +384,11 @@ impl Proc {
         self.child.id()
     }
 
+    /// The file its stderr goes to (readable after the process is gone).
+    pub fn stderr_path(&self) -> PathBuf {
+        self.stderr.clone()
+    }
+
     /// What the process wrote on stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()

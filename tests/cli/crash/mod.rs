@@ -4,7 +4,9 @@
 //! command said it worked is there, and live sync resumes; at the end one clean
 //! `duet sync` makes both homes identical. A second test kills `serve` while a
 //! big divergent history is being synced; a third restarts a `serve` again and
-//! again and checks that its partner lets it back in at once.
+//! again and checks that its partner lets it back in at once; a fourth kills a
+//! new device's `pair join` during its first sync (the whole history stored in
+//! one write) and pairs it again.
 //!
 //! The tests are seeded: the seed is printed first, and `DUET_CRASH_SEED=N`
 //! repeats the random choices (where a kill lands, and so what later rounds
@@ -23,6 +25,7 @@ use serde_json::Value;
 use crate::util::{Proc, Run, TestHome, couple, error_line, serve, shared, str_of};
 
 mod big_sync;
+mod first_sync;
 mod soak;
 
 /// Rounds of the writers-and-servers test in `cargo test`.

@@ -257,11 +257,13 @@ async fn drive_inner<R: Replica>(
                     if events.contains(&Event::PeerDone) {
                         return Ok(());
                     }
-                }
-                // Nothing to answer until a whole frame arrived: generating
-                // after every read of a large frame only recomputes the same
-                // message (membership, signatures, automerge's state).
-                if completed {
+                    // Every whole frame is answered before the next is
+                    // handled (a read that completes none answers nothing).
+                    // Automerge's state assumes a reply to each message: a
+                    // message that brought changes followed, in the same read,
+                    // by one saying "I hold your heads" would mark those heads
+                    // as told, and the peer would never learn that this side
+                    // took its changes (a one-shot sync then waits for ever).
                     r.generate(session)?;
                 }
                 drop(r);
