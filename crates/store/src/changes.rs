@@ -220,9 +220,12 @@ impl Store {
         if let Some(pending) = pending {
             self.replace_pending(&pending)?;
         }
-        // A sync's write stays short: compaction waits for a local write or
-        // for the caller's `compact_if_due` once the session is idle.
-        if !from_sync {
+        // A sync's write stays short: compaction waits for a local write that
+        // made a change, or for the caller's `compact_if_due` once the session
+        // is idle. (A sync message that brings nothing is a write that adds
+        // nothing: compacting there put a whole save on the path of a
+        // reconnect's last acknowledgement.)
+        if !from_sync && !new.is_empty() {
             self.maybe_compact()?;
         }
         Ok(value)

@@ -243,30 +243,11 @@ async fn drive_inner<R: Replica>(
             Ok(Ok(Some(n))) => {
                 decoder.push(&buf[..n]);
                 progress_bytes += n;
-                let mut completed = false;
-                let mut r = lock(replica)?;
-                loop {
-                    let frame = match decoder.next_frame() {
-                        Ok(Some(f)) => f,
-                        Ok(None) => break,
-                        Err(e) => return Err(session.fail(SyncError::Wire(e.into())).into()),
-                    };
-                    tracing::debug!(kind = frame.kind, bytes = frame.payload.len(), "frame in");
-                    completed = true;
-                    let events = r.receive(session, &frame, now)?;
-                    if events.contains(&Event::PeerDone) {
-                        return Ok(());
-                    }
-                    // Every whole frame is answered before the next is
-                    // handled (a read that completes none answers nothing).
-                    // Automerge's state assumes a reply to each message: a
-                    // message that brought changes followed, in the same read,
-                    // by one saying "I hold your heads" would mark those heads
-                    // as told, and the peer would never learn that this side
-                    // took its changes (a one-shot sync then waits for ever).
-                    r.generate(session)?;
-                }
-                drop(r);
+                let handled = off_the_runtime(|| handle_frames(session, &mut decoder, replica, now))?;
+                let completed = match handled {
+                    Handled::PeerDone => return Ok(()),
+                    Handled::Frames(n) => n > 0,
+                };
                 if completed || progress_bytes >= MIN_PROGRESS {
                     progress_at = now;
                     progress_bytes = 0;
@@ -277,6 +258,70 @@ async fn drive_inner<R: Replica>(
                 check_idle(session, &decoder, now, progress_at)?;
             }
         }
+    }
+}
+
+/// What [`handle_frames`] did with the bytes read so far.
+enum Handled {
+    /// The peer said goodbye.
+    PeerDone,
+    /// This many whole frames were handled (and answered).
+    Frames(usize),
+}
+
+/// Handles every whole frame the decoder holds, each inside a store write.
+fn handle_frames<R: Replica>(
+    session: &mut Session,
+    decoder: &mut FrameDecoder,
+    replica: &Arc<Mutex<R>>,
+    now: u64,
+) -> Result<Handled, DriveError> {
+    let mut frames = 0;
+    // Whether the last frame handled was answered already.
+    let mut answered = false;
+    let mut r = lock(replica)?;
+    loop {
+        let frame = match decoder.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err(session.fail(SyncError::Wire(e.into())).into()),
+        };
+        tracing::debug!(kind = frame.kind, bytes = frame.payload.len(), "frame in");
+        frames += 1;
+        let events = r.receive(session, &frame, now)?;
+        if events.contains(&Event::PeerDone) {
+            return Ok(Handled::PeerDone);
+        }
+        // A frame that brought changes is answered before the next is
+        // handled. Automerge takes a later message saying "I hold your heads"
+        // as proof that the peer knows this side's heads, and so would never
+        // tell the peer that it took the changes (a one-shot sync then waits
+        // for ever).
+        answered = events.iter().any(|e| matches!(e, Event::Applied { .. }));
+        if answered {
+            r.generate(session)?;
+        }
+    }
+    // The other frames of a read are answered together: their answers would
+    // only repeat the same heads.
+    if frames > 0 && !answered {
+        r.generate(session)?;
+    }
+    Ok(Handled::Frames(frames))
+}
+
+/// Runs `f`, which blocks on the store (a large frame takes tens of
+/// milliseconds to verify and store), so that it does not hold up the
+/// runtime's other tasks: on a multi-threaded runtime they move to another
+/// worker meanwhile. Otherwise the connection's own task may wait behind it,
+/// its acknowledgements come late, and QUIC takes the delay for a slow path
+/// (round-trip estimates of tens of milliseconds that then pace the next
+/// large frame).
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
