@@ -19,27 +19,6 @@ fn restore(h: &TestHome, saved: &[(PathBuf, Vec<u8>)]) {
     }
 }
 
-/// One home's own offline history in the big-sync test.
-#[derive(Default)]
-struct History {
-    /// title -> body
-    issues: HashMap<String, String>,
-    notes: HashSet<String>,
-}
-
-/// How much of `own` (a home's history) `ix` holds: (issues, notes).
-#[track_caller]
-fn holds(ix: &Index, own: &History) -> (usize, usize) {
-    let issues = own.issues.keys().filter(|t| ix.titles.contains_key(*t)).count();
-    let notes = ix
-        .issues
-        .values()
-        .flat_map(|i| &i.notes)
-        .filter(|n| own.notes.contains(*n))
-        .count();
-    (issues, notes)
-}
-
 /// The bodies of the big issues a home holds (`ix`) are whole.
 #[track_caller]
 fn bodies_whole(ix: &Index, all: &HashMap<String, String>, ctx: &str) {
@@ -71,39 +50,11 @@ fn killing_serve_during_a_big_divergent_sync_loses_nothing_and_the_next_sync_con
     // compress poorly, and many notes on them: more changes than one sync
     // message carries (64), so the sync takes several messages, each stored
     // in its own transaction.
-    // The history is written through the engine, in this process: the same
-    // changes `duet issue add` and `duet issue note` make, without starting
-    // hundreds of processes.
     let (issues, notes) = (4, 300);
-    let mut own: [History; 2] = [History::default(), History::default()];
-    for (h, home) in homes.iter().enumerate() {
-        let mut engine = duet::Home::open(home.path()).expect("open the home in-process");
-        let mut ids = Vec::new();
-        for k in 0..issues {
-            let title = format!("big {} {k}", NAMES[h]);
-            let body = rng.words(1500);
-            let new = duet::model::NewIssue {
-                title: title.clone(),
-                body: body.clone(),
-                ..Default::default()
-            };
-            ids.push(
-                engine
-                    .add_issue(&new)
-                    .expect("add an issue")
-                    .id
-                    .as_str()
-                    .to_string(),
-            );
-            own[h].issues.insert(title, body);
-        }
-        for k in 0..notes {
-            let text = format!("note {} {k} {}", NAMES[h], rng.words(8));
-            let id = rng.pick(&ids).clone();
-            engine.add_note(&id, &text).expect("add a note");
-            own[h].notes.insert(text);
-        }
-    }
+    let own: [History; 2] = [
+        write_history(&alex, &mut rng, "big Alex", issues, notes),
+        write_history(&blair, &mut rng, "big Blair", issues, notes),
+    ];
     let all: HashMap<String, String> = own
         .iter()
         .flat_map(|o| &o.issues)

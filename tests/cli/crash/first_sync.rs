@@ -7,18 +7,6 @@ use crate::util::{pair, pair_host};
 /// Kills in `cargo test` (with `DUET_CRASH_ROUNDS=N`, N / 5 if more).
 const CI_KILLS: usize = 4;
 
-/// What a joiner holds of the host's history: (issues, notes) by text.
-fn held(ix: &Index, issues: &HashSet<String>, notes: &HashSet<String>) -> (usize, usize) {
-    let i = issues.iter().filter(|t| ix.titles.contains_key(*t)).count();
-    let n = ix
-        .issues
-        .values()
-        .flat_map(|i| &i.notes)
-        .filter(|n| notes.contains(*n))
-        .count();
-    (i, n)
-}
-
 #[test]
 fn a_pairing_killed_during_the_first_sync_keeps_all_or_nothing_and_the_next_attempt_completes() {
     let seed = seed();
@@ -26,51 +14,23 @@ fn a_pairing_killed_during_the_first_sync_keeps_all_or_nothing_and_the_next_atte
     eprintln!("crash (first sync): seed {seed} (DUET_CRASH_SEED={seed} repeats it), {kills} kills");
     let mut rng = Rng(seed ^ 0x0f17_57c0);
     let alex = TestHome::named("Alex", "alex-laptop");
-    // A history that takes a while to send, written in-process as
-    // `duet issue add` and `duet issue note` would.
-    let (mut issues, mut notes) = (HashSet::new(), HashSet::new());
-    {
-        let mut engine = duet::Home::open(alex.path()).expect("open the home in-process");
-        let mut ids = Vec::new();
-        for k in 0..3 {
-            let title = format!("long story {k}");
-            let new = duet::model::NewIssue {
-                title: title.clone(),
-                body: rng.words(1500),
-                ..Default::default()
-            };
-            ids.push(
-                engine
-                    .add_issue(&new)
-                    .expect("add an issue")
-                    .id
-                    .as_str()
-                    .to_string(),
-            );
-            issues.insert(title);
-        }
-        for k in 0..400 {
-            let text = format!("note {k} {}", rng.words(6));
-            let id = rng.pick(&ids).clone();
-            engine.add_note(&id, &text).expect("add a note");
-            notes.insert(text);
-        }
-    }
-    let everything = (issues.len(), notes.len());
+    // A history that takes a while to send.
+    let history = write_history(&alex, &mut rng, "long story", 3, 400);
+    let everything = (history.issues.len(), history.notes.len());
 
     // A pairing left alone, for how long one takes.
     let t0 = Instant::now();
     let first = TestHome::named("Blair", "blair-phone");
     pair(&alex, &first, &[]);
     let whole = t0.elapsed();
-    assert_eq!(held(&opens(&first, "unkilled"), &issues, &notes), everything);
+    assert_eq!(holds(&opens(&first, "unkilled"), &history), everything);
 
     let (mut nothing, mut taken, mut late) = (0, 0, 0);
     for n in 0..kills {
         let ctx = format!("seed {seed}, kill {n}");
         // A device with an entry of its own, to be carried into the space.
         let phone = TestHome::named("Blair", &format!("phone-{n}"));
-        let own = phone.add_issue(&format!("my own {n}"));
+        let own_id = phone.add_issue(&format!("my own {n}"));
         let (host, code, addr) = pair_host(&alex);
         let wal = wal_state(&phone);
         let join = phone.spawn(&["pair", "join", &code, &addr, "--json"]);
@@ -91,7 +51,7 @@ fn a_pairing_killed_during_the_first_sync_keeps_all_or_nothing_and_the_next_atte
 
         // The home opens, and holds the host's history whole or not at all.
         let ix = opens(&phone, &ctx);
-        match held(&ix, &issues, &notes) {
+        match holds(&ix, &history) {
             (0, 0) => nothing += 1,
             got if got == everything => taken += 1,
             got => panic!("{ctx}: the phone holds part of the history: {got:?} of {everything:?}"),
@@ -120,7 +80,7 @@ fn a_pairing_killed_during_the_first_sync_keeps_all_or_nothing_and_the_next_atte
             phone.json(&["sync", &server.addr]);
         }
         let ix = opens(&phone, &format!("{ctx}, paired again"));
-        assert_eq!(held(&ix, &issues, &notes), everything, "{ctx}");
+        assert_eq!(holds(&ix, &history), everything, "{ctx}");
         let mine: Vec<&Value> = ix
             .list
             .iter()
@@ -128,7 +88,7 @@ fn a_pairing_killed_during_the_first_sync_keeps_all_or_nothing_and_the_next_atte
             .collect();
         assert_eq!(mine.len(), 1, "{ctx}: its own entry once: {:?}", ix.list);
         assert!(
-            str_of(mine[0], "id").starts_with(&own[..6]),
+            str_of(mine[0], "id").starts_with(&own_id[..6]),
             "{ctx}: the same entry"
         );
         let log = phone.json(&["log", "--all"]);

@@ -487,6 +487,57 @@ impl Index {
     }
 }
 
+/// A home's own history written for a test: issue titles with their bodies,
+/// and note texts.
+#[derive(Default)]
+struct History {
+    /// title -> body
+    issues: HashMap<String, String>,
+    notes: HashSet<String>,
+}
+
+/// Writes `issues` issues titled "`prefix` k" with long bodies (text that
+/// compresses poorly) and `notes` notes on them to `home`, in this process
+/// through the engine: the changes `duet issue add` and `duet issue note`
+/// make, without starting hundreds of processes.
+fn write_history(home: &TestHome, rng: &mut Rng, prefix: &str, issues: usize, notes: usize) -> History {
+    let mut own = History::default();
+    let mut engine = duet::Home::open(home.path()).expect("open the home in-process");
+    let mut ids = Vec::new();
+    for k in 0..issues {
+        let title = format!("{prefix} {k}");
+        let body = rng.words(1500);
+        let new = duet::model::NewIssue {
+            title: title.clone(),
+            body: body.clone(),
+            ..Default::default()
+        };
+        let added = engine.add_issue(&new).expect("add an issue");
+        ids.push(added.id.as_str().to_string());
+        own.issues.insert(title, body);
+    }
+    for k in 0..notes {
+        let text = format!("note {prefix} {k} {}", rng.words(8));
+        let id = rng.pick(&ids).clone();
+        engine.add_note(&id, &text).expect("add a note");
+        own.notes.insert(text);
+    }
+    own
+}
+
+/// How much of `own` (a home's history) `ix` holds: (issues, notes).
+#[track_caller]
+fn holds(ix: &Index, own: &History) -> (usize, usize) {
+    let issues = own.issues.keys().filter(|t| ix.titles.contains_key(*t)).count();
+    let notes = ix
+        .issues
+        .values()
+        .flat_map(|i| &i.notes)
+        .filter(|n| own.notes.contains(*n))
+        .count();
+    (issues, notes)
+}
+
 /// Opens `h` the ways a user would: `status`, `issue list` and a full private
 /// export must all succeed. Returns the export, indexed.
 #[track_caller]
