@@ -18,7 +18,10 @@
 //!   device's automerge actor never forks its own history.
 //! - *An acknowledged write is durable.* `synchronous = FULL`: a command reports
 //!   success only after its transaction is on disk.
-//! - *The log is the truth.* A damaged snapshot is rebuilt from the log.
+//! - *The log is the truth.* A damaged snapshot is rebuilt from the log. An
+//!   entry of the log is one change, or a whole saved document that a new
+//!   device received at its first sync and keeps as it came (see
+//!   [`Write::document`]).
 //!
 //! This crate knows automerge's byte formats but nothing of the couple model's
 //! meaning, and nothing of the network.
