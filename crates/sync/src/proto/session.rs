@@ -417,6 +417,7 @@ impl Session {
         verify::check_signatures(&s.attestations)?;
         let mut message =
             sync::Message::decode(&s.message).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        verify::check_have(&message.have)?;
         for a in s.attestations {
             if !self.verified.contains(&a) {
                 self.verified.push(a);
@@ -553,7 +554,17 @@ impl Session {
         if self.phase != Phase::Syncing {
             return;
         }
-        let Some(mut message) = doc.generate_sync_message(&mut self.state) else {
+        // Automerge reads what the peer said (its heads, needs and Bloom
+        // filters) here too; a panic on hostile values ends the session.
+        let state = &mut self.state;
+        let generated = match contained(|| doc.generate_sync_message(state)) {
+            Ok(generated) => generated,
+            Err(e) => {
+                self.fail(e);
+                return;
+            }
+        };
+        let Some(mut message) = generated else {
             return;
         };
         // Automerge asks for what it misses to reach the peer's heads, but the

@@ -155,6 +155,32 @@ pub fn is_document_chunk(chunk: &[u8]) -> bool {
     chunk.len() > 8 && chunk[..4] == MAGIC && chunk[8] == CHUNK_DOCUMENT
 }
 
+/// The most probes a peer's Bloom filter may ask for per hash (automerge
+/// makes 7).
+const MAX_BLOOM_PROBES: u64 = 64;
+
+/// Checks the Bloom filters in a peer's `have`: automerge 0.12 trusts their
+/// header, and divides by zero on one with entries but no bits, or allocates
+/// and loops as many probes as it says (up to 2^32) for every change it
+/// considers sending.
+pub fn check_have(have: &[automerge::sync::Have]) -> Result<(), VerifyError> {
+    let bad = || VerifyError::Malformed("a Bloom filter in the sync message is malformed".into());
+    for h in have {
+        let bytes = h.bloom.to_bytes();
+        if bytes.is_empty() {
+            continue;
+        }
+        let (entries, a) = uleb(&bytes).ok_or_else(bad)?;
+        let (bits_per_entry, b) = uleb(&bytes[a..]).ok_or_else(bad)?;
+        let (probes, c) = uleb(&bytes[a + b..]).ok_or_else(bad)?;
+        let bits = bytes.len() - (a + b + c);
+        if entries == 0 || bits_per_entry == 0 || bits == 0 || probes > MAX_BLOOM_PROBES {
+            return Err(bad());
+        }
+    }
+    Ok(())
+}
+
 /// Reads an unsigned LEB128 number; returns it and the bytes used.
 fn uleb(bytes: &[u8]) -> Option<(u64, usize)> {
     let mut value: u64 = 0;
@@ -472,6 +498,25 @@ mod tests {
     /// The one-pass coverage and the search per device agree, whatever the
     /// attestations: interleaved edits of three devices, every subset of
     /// attested changes among a few.
+    #[test]
+    fn bloom_filters_automerge_would_panic_or_spin_on_are_refused() {
+        use automerge::sync::{BloomFilter, Have};
+        let have = |bloom: BloomFilter| Have {
+            last_sync: Vec::new(),
+            bloom,
+        };
+        let hashes = [ChangeHash([1; 32]), ChangeHash([2; 32])];
+        let real = BloomFilter::from_hashes(hashes.iter());
+        assert!(check_have(&[have(real), have(BloomFilter::default())]).is_ok());
+        // Entries but no bits: automerge divides by zero probing it.
+        let no_bits = BloomFilter::try_from(&[1u8, 0, 7][..]).unwrap();
+        assert!(std::panic::catch_unwind(|| no_bits.contains_hash(&hashes[0])).is_err());
+        assert!(check_have(&[have(no_bits)]).is_err());
+        // 2^31 probes per hash.
+        let spinning = BloomFilter::try_from(&[1u8, 8, 0x80, 0x80, 0x80, 0x80, 0x08, 0xff][..]).unwrap();
+        assert!(check_have(&[have(spinning)]).is_err());
+    }
+
     #[test]
     fn coverage_in_one_pass_matches_the_search_per_device() {
         let keys: Vec<DeviceSecret> = (1..=3u8).map(|n| DeviceSecret::from_bytes(&[n; 32])).collect();
