@@ -228,11 +228,12 @@ fn issue(home: &mut Home, json: bool, cmd: IssueCmd) -> Result<()> {
             };
             // The JSON list has every field; the table needs no bodies or
             // notes, which are most of the reading on a long history.
-            if json {
-                show(json, &home.issues(filter)?, |l| render::issues(l))
+            let list = if json {
+                home.issues(filter)?
             } else {
-                show(json, &home.issue_list(filter)?, |l| render::issues(l))
-            }
+                home.issue_list(filter)?
+            };
+            show(json, &list, |l| render::issues(l))
         }
         IssueCmd::Show { id } => one(json, &home.issue(&id)?),
         IssueCmd::Edit {

@@ -515,7 +515,7 @@ impl Session {
         let load_us = t.elapsed().as_micros() as u64;
         let t = std::time::Instant::now();
         let metas = whole.get_changes_meta(&[]);
-        let by_hash: HashMap<ChangeHash, &ChangeMetadata<'_>, foldhash::quality::RandomState> =
+        let by_hash: verify::FastMap<ChangeHash, &ChangeMetadata<'_>> =
             metas.iter().map(|m| (m.hash, m)).collect();
         let placement = verify::place(doc, &by_hash, &self.verified);
         if placement.unsigned.is_some() || placement.ready.len() != metas.len() {

@@ -21,7 +21,7 @@ use std::hash::BuildHasher;
 /// change of a history at once on a first sync: foldhash's randomly seeded
 /// hashing is several times faster than SipHash on 32-byte keys, and its
 /// per-process seed keeps a peer from choosing hashes that collide.
-type FastMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
 type FastSet<K> = HashSet<K, foldhash::quality::RandomState>;
 
 use automerge::{ActorId, Automerge, Change, ChangeHash, ChangeMetadata};
@@ -495,9 +495,6 @@ mod tests {
         changes.iter().map(Change::hash).collect()
     }
 
-    /// The one-pass coverage and the search per device agree, whatever the
-    /// attestations: interleaved edits of three devices, every subset of
-    /// attested changes among a few.
     #[test]
     fn bloom_filters_automerge_would_panic_or_spin_on_are_refused() {
         use automerge::sync::{BloomFilter, Have};
@@ -517,6 +514,9 @@ mod tests {
         assert!(check_have(&[have(spinning)]).is_err());
     }
 
+    /// The one-pass coverage and the search per device agree, whatever the
+    /// attestations: interleaved edits of three devices, every subset of
+    /// attested changes among a few.
     #[test]
     fn coverage_in_one_pass_matches_the_search_per_device() {
         let keys: Vec<DeviceSecret> = (1..=3u8).map(|n| DeviceSecret::from_bytes(&[n; 32])).collect();
