@@ -583,7 +583,7 @@ impl HomeSide {
         let (doc, _, peer) = scenario.home();
         let session = match scenario {
             Scenario::Joining => Session::joining(device(peer), SPACE_ID, 0),
-            _ => Session::new(device(peer), SPACE_ID, saved, 0),
+            _ => Session::new(device(peer), SPACE_ID, device(FOUNDER), saved, 0),
         };
         let mut atts = HashMap::new();
         for a in attest_all(&doc) {
@@ -670,12 +670,17 @@ impl HomeSide {
                     }
                 }
                 if self.signed_by_harness {
-                    // Signed by a member, anything goes in; reads must still not panic.
+                    // Signed by a member, only what its author may write gets
+                    // in; reads must still not panic.
                     read_everything(&self.doc);
                 } else if had_changes || !self.doc.get_heads().is_empty() {
                     // Without made-up signatures, only changes the real devices
                     // signed can be in: the document is still a space.
                     space::check_schema(&self.doc).expect("an accepted sync broke the document's schema");
+                }
+                if !self.doc.get_heads().is_empty() {
+                    // Signed or not, no accepted change moves the founder:
+                    // the device list is never replaced.
                     let members = Membership::of(&self.doc);
                     assert!(
                         members.founder() == Some(device(FOUNDER)),
@@ -785,7 +790,7 @@ pub fn record_session(scenario: Scenario, peer_doc: Automerge) -> Vec<u8> {
     let (_, home_device, _) = scenario.home();
     let mut home = HomeSide::new(scenario, None, false);
     let mut peer_doc = peer_doc;
-    let mut peer = Session::new(device(home_device), SPACE_ID, None, 0);
+    let mut peer = Session::new(device(home_device), SPACE_ID, device(FOUNDER), None, 0);
     let peer_atts = attest_all(&peer_doc);
     let mut recorded = Vec::new();
     let mut to_peer: Vec<Vec<u8>> = home.outgoing();
@@ -1158,7 +1163,7 @@ pub fn check_new_changes(data: &[u8]) {
         "a placed change was held back"
     );
     let signatures = verify::check_signatures(&atts);
-    match verify::check_members(&doc, &ready, &peer) {
+    match verify::check_members(&doc, &ready, device(FOUNDER), Some(&peer)) {
         Ok(()) => {
             let members = Membership::of(&doc);
             for c in &ready {
@@ -1697,7 +1702,11 @@ pub fn bundle_open(data: &[u8]) {
         };
         opened.body
     } else {
-        let Ok(body) = bundle::decode_body(data, SPACE_ID) else {
+        // The plaintext inside the seal, signed as the partner's device
+        // would sign it (a body naming another sender is refused as
+        // unsigned).
+        let plaintext = bundle::signed_plaintext(BUNDLE_AAD, data, &secret(PARTNER));
+        let Ok(body) = bundle::decode_body(BUNDLE_AAD, &plaintext, SPACE_ID) else {
             return;
         };
         body
@@ -1710,10 +1719,23 @@ pub fn bundle_open(data: &[u8]) {
     let mut doc = home();
     let mut waiting = HashMap::new();
     let mut verified = Vec::new();
-    if bundle::import(&mut doc, &opened.body, &mut waiting, &mut verified).is_ok() {
+    if bundle::import(
+        &mut doc,
+        &opened.body,
+        device(FOUNDER),
+        &mut waiting,
+        &mut verified,
+    )
+    .is_ok()
+    {
         assert!(doc.get_missing_deps(&[]).is_empty());
     }
 }
+
+/// The bytes before the ciphertext that the plaintext mode of
+/// [`bundle_open`] signs its bodies under (any will do: the signature covers
+/// them).
+const BUNDLE_AAD: &[u8] = b"DUETBNDL\x02";
 
 /// A bundle of `doc`'s changes after `after`, sealed with [`space_key`] by
 /// `sender`, with envelopes for devices 1 and 2.
@@ -1736,7 +1758,14 @@ fn sealed_bundle(
         attestations,
     };
     let mut rng = rand_chacha::ChaCha20Rng::from_seed([5; 32]);
-    bundle::seal(&body, &space_key(), &[device(FOUNDER), device(PARTNER)], &mut rng).expect("seal")
+    bundle::seal(
+        &body,
+        &secret(sender),
+        &space_key(),
+        &[device(FOUNDER), device(PARTNER)],
+        &mut rng,
+    )
+    .expect("seal")
 }
 
 // ---------------------------------------------------------------------------
@@ -1822,7 +1851,7 @@ pub fn store_open(data: &[u8]) {
     for n in KNOWN {
         if let Ok(Some(state)) = store.sync_state(&device(n)) {
             // What a driver does with a saved state.
-            let _ = Session::new(device(n), SPACE_ID, Some(&state), 0);
+            let _ = Session::new(device(n), SPACE_ID, device(FOUNDER), Some(&state), 0);
         }
     }
 }

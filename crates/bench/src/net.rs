@@ -140,6 +140,7 @@ pub async fn duet_dial(
     // still empty).
     let space = home.store_mut().meta_get("space_id")?.unwrap_or_default();
     let saved = home.store_mut().sync_state(&server)?;
+    let founder = if joining { None } else { Some(home.founder()?) };
     let secret = home.store_mut().device_secret()?;
     let config = tls::client_config(&secret, Arc::new(AllowList::new([server])), ALPN_SYNC)?;
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
@@ -156,7 +157,13 @@ pub async fn duet_dial(
     let session = if joining {
         Session::joining(peer, &space, 0)
     } else {
-        Session::new(peer, &space, saved.as_deref(), 0)
+        Session::new(
+            peer,
+            &space,
+            founder.ok_or_else(|| anyhow!("no founder pinned"))?,
+            saved.as_deref(),
+            0,
+        )
     };
     let report = driver::drive(session, send, recv, probe.clone(), Mode::OneShot).await?;
     let closed = start.elapsed();

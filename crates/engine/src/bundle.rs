@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use automerge::{Automerge, Change, ChangeHash};
 use crypto_box::aead::OsRng;
-use duet_model::{Membership, Seat};
+use duet_model::Seat;
 use duet_store::Pending;
 use duet_sync::proto::bundle::{self, BundleBody, BundleError};
 use serde::Serialize;
@@ -100,7 +100,7 @@ impl Home {
     /// the heads each acknowledged in its last sync with this device.
     pub fn partner_seen_heads(&mut self) -> Result<Vec<ChangeHash>> {
         let partner: Seat = self.seat().other();
-        let members = self.read(Membership::of)?;
+        let members = self.membership()?;
         let devices: Vec<_> = members
             .members()
             .iter()
@@ -150,14 +150,15 @@ impl Home {
         let space_id = self.space_id()?;
         let attestations = self.store_mut().attestations()?;
         let sender = self.device_id();
-        let (automerge, changes, heads, recipients) = self.read(|doc| {
+        let (automerge, changes, heads) = self.read(|doc| {
             let (bytes, count) = if after.is_empty() {
                 (doc.save(), doc.get_changes_meta(&[]).len())
             } else {
                 (doc.save_after(&after), doc.get_changes_meta(&after).len())
             };
-            (bytes, count, doc.get_heads(), Membership::of(doc).active())
+            (bytes, count, doc.get_heads())
         })?;
+        let recipients = self.membership()?.active();
         let body = BundleBody {
             space_id,
             sender,
@@ -165,7 +166,8 @@ impl Home {
             automerge,
             attestations,
         };
-        let bytes = bundle::seal(&body, &key, &recipients, &mut OsRng)?;
+        let me = self.store_mut().device_secret()?;
+        let bytes = bundle::seal(&body, &me, &key, &recipients, &mut OsRng)?;
         Ok(ExportedBundle {
             bytes,
             changes,
@@ -184,11 +186,12 @@ impl Home {
         let opened = bundle::open(bytes, &space_id, &ring, &me)?;
         let body = opened.body;
         let pending = self.store_mut().pending()?;
+        let founder = self.founder()?;
         let report = self.store_mut().write_with(|w| -> Result<ImportReport> {
             let mut waiting: HashMap<ChangeHash, Change> =
                 pending.changes.into_iter().map(|c| (c.hash(), c)).collect();
             let mut verified = pending.attestations;
-            let imported = bundle::import(w.doc, &body, &mut waiting, &mut verified)?;
+            let imported = bundle::import(w.doc, &body, founder, &mut waiting, &mut verified)?;
             let applied = imported.applied.len();
             let heads = heads_of(&imported.applied);
             w.attestations.extend(imported.attestations);

@@ -6,8 +6,8 @@ use std::str::FromStr;
 use automerge::Automerge;
 use duet_model::{
     Agreement, AgreementKind, CheckIn, CheckInEntry, DeviceId, DeviceSecret, Editor, Founder, InvalidInput,
-    Issue, IssueEdit, IssueFilter, IssueStatus, ItemId, Member, ModelError, NewIssue, Outcome, Owner, Person,
-    SchemaCheck, Seat, Step, Week, agreements, checkins, issues, space,
+    Issue, IssueEdit, IssueFilter, IssueStatus, ItemId, Member, Membership, ModelError, NewIssue, Outcome,
+    Owner, Person, SchemaCheck, Seat, Step, Week, agreements, checkins, issues, space,
 };
 use duet_store::{JournalEntry, NewStore, Store};
 use serde::Serialize;
@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 
 /// The longest partner or device name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
+
+/// The `meta` key of the pinned founding device.
+const FOUNDER: &str = "founder";
 
 /// Options for [`Home::init`].
 #[derive(Debug, Clone)]
@@ -186,7 +189,11 @@ impl Home {
         let new = NewStore {
             device: &secret,
             device_name: &device_name,
-            meta: &[("seat", Seat::A.as_str()), ("space_id", &space_id)],
+            meta: &[
+                ("seat", Seat::A.as_str()),
+                ("space_id", &space_id),
+                (FOUNDER, &device.to_string()),
+            ],
             now_ms: now,
         };
         let store = Store::create(dir, &new, |doc: &mut Automerge| -> Result<()> {
@@ -242,6 +249,32 @@ impl Home {
             .reset_space(&[("seat", seat.as_str()), ("space_id", space_id)])?;
         self.seat = seat;
         Ok(())
+    }
+
+    /// The device that founded the space, as this home pinned it: itself for
+    /// a space it made, the author of the history's beginning for one it
+    /// joined (pinned at the first read after the join, and for a home made
+    /// before founders were pinned). Membership, and with it every check of
+    /// who may connect and write, grows from this device, never from what
+    /// the document says about itself.
+    pub fn founder(&mut self) -> Result<DeviceId> {
+        if let Some(f) = self.store.meta_get(FOUNDER)?.and_then(|s| s.parse().ok()) {
+            return Ok(f);
+        }
+        let found = self
+            .read(space::founding_device)?
+            .ok_or_else(|| Error::Inconsistent {
+                path: self.dir.display().to_string(),
+                detail: "its space's history does not have one beginning".into(),
+            })?;
+        self.store.meta_set(FOUNDER, &found.to_string())?;
+        Ok(found)
+    }
+
+    /// The space's member devices, grown from the pinned founder.
+    pub fn membership(&mut self) -> Result<Membership> {
+        let founder = self.founder()?;
+        self.read(|doc| Membership::pinned(doc, founder))
     }
 
     /// The home folder.

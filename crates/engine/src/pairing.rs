@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use duet_model::{
-    CheckInEntry, Editor, IssueStatus, Membership, ModelError, NewIssue, Outcome, Owner, Rating, Seat, space,
+    CheckInEntry, Editor, IssueStatus, ModelError, NewIssue, Outcome, Owner, Rating, Seat, space,
 };
 use duet_sync::net::driver::{self, Mode};
 use duet_sync::net::tls::{self, ALPN_PAIR, AnyDevice};
@@ -291,7 +291,7 @@ pub async fn pair_join(
         .map_err(|e| Error::Model(ModelError::Refused(format!("invalid pairing code: {e}"))))?;
     let (secret, request) = {
         let mut h = lock(&home)?;
-        let members = h.read(Membership::of)?;
+        let members = h.membership()?;
         let pending = h.store_mut().private_get(PENDING_IMPORT)?.is_some();
         if members.members().len() > 1 && !pending {
             return Err(ModelError::Refused(

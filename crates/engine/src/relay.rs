@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use automerge::ChangeHash;
-use duet_model::Membership;
 use duet_relay::client::RelayClient;
 use duet_sync::proto::relay::{SignedAccess, SpaceTag};
 use serde::Serialize;
@@ -92,7 +91,7 @@ impl Home {
 
     /// The relay's access list this space should have: its active devices.
     fn relay_access(&mut self) -> Result<Vec<duet_model::DeviceId>> {
-        let mut active = self.read(Membership::of)?.active();
+        let mut active = self.membership()?.active();
         active.sort_by_key(|d| *d.as_bytes());
         Ok(active)
     }

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use duet_model::{DeviceId, Membership};
+use duet_model::DeviceId;
 use duet_sync::net::driver::{self, DriveError, Mode, Replica, Report};
 use duet_sync::net::tls::{self, ALPN_SYNC, AllowList};
 use duet_sync::proto::frame::Frame;
@@ -185,9 +185,7 @@ impl Replica for Home {
         // A peer revoked while its session was open is cut off here: generate
         // runs after every frame and every change of this home.
         let peer = session.peer();
-        let active = self
-            .read(|doc| Membership::of(doc).is_active(&peer))
-            .map_err(local)?;
+        let active = session.is_joining() || self.membership().map_err(local)?.is_active(&peer);
         if !active && !session.is_joining() {
             return Err(DriveError::Sync(
                 session.fail(SyncError::NotAMember(peer.short())),
@@ -238,7 +236,7 @@ impl Home {
     /// The devices allowed to connect: active members other than this one.
     pub fn allowed_peers(&mut self) -> Result<Vec<DeviceId>> {
         let me = self.device_id();
-        let members = self.read(Membership::of)?;
+        let members = self.membership()?;
         Ok(members.active().into_iter().filter(|d| *d != me).collect())
     }
 
@@ -246,13 +244,14 @@ impl Home {
     pub(crate) fn session_with(&mut self, peer: DeviceId) -> Result<Session> {
         let space = self.space_id()?;
         let saved = self.store_mut().sync_state(&peer)?;
-        Ok(Session::new(peer, &space, saved.as_deref(), 0))
+        let founder = self.founder()?;
+        Ok(Session::new(peer, &space, founder, saved.as_deref(), 0))
     }
 
     /// Revokes a device of the space (any unique prefix of its id): it can no
     /// longer connect, and changes it makes from now on are refused.
     pub fn revoke_device(&mut self, prefix: &str) -> Result<duet_model::Member> {
-        let members = self.read(Membership::of)?;
+        let members = self.membership()?;
         let p = prefix.trim().to_ascii_lowercase();
         let found: Vec<&duet_model::Member> = members
             .members()
@@ -295,7 +294,7 @@ impl Home {
             Ok(())
         })?;
         self.notify_changed();
-        let members = self.read(Membership::of)?;
+        let members = self.membership()?;
         members
             .get(&target.id)
             .cloned()

@@ -908,7 +908,8 @@ async fn recorded_sync(home: &Shared, server: DeviceId, addr: SocketAddr) -> Vec
         let mut h = lock(home);
         let space = h.space_id().unwrap();
         let saved = h.store_mut().sync_state(&server).unwrap();
-        Session::new(server, &space, saved.as_deref(), 0)
+        let founder = h.founder().unwrap();
+        Session::new(server, &space, founder, saved.as_deref(), 0)
     };
     let start = Instant::now();
     let mut sent = Vec::new();

@@ -115,7 +115,8 @@ fn answer_one<R: Replica>(
 fn session_of(home: &mut Home, peer: DeviceId) -> Session {
     let space = home.space_id().unwrap();
     let saved = home.store_mut().sync_state(&peer).unwrap();
-    Session::new(peer, &space, saved.as_deref(), 0)
+    let founder = home.founder().unwrap();
+    Session::new(peer, &space, founder, saved.as_deref(), 0)
 }
 
 fn local(e: impl std::fmt::Display) -> DriveError {
@@ -768,7 +769,8 @@ async fn a_member_forging_another_devices_changes_is_refused() {
             };
             let fresh = {
                 let space = space.clone();
-                move |peer| Session::new(peer, &space, None, 0)
+                let founder = lock(&sam).founder().unwrap();
+                move |peer| Session::new(peer, &space, founder, None, 0)
             };
             // The forger dials the victim's `serve`: refused.
             let attack = within(
@@ -849,10 +851,11 @@ async fn a_refused_session_does_not_block_the_next_honest_one() {
         frames: Vec::new(),
     }));
     let space = lock(&sam).space_id().unwrap();
+    let founder = lock(&sam).founder().unwrap();
     let attack = within(
         "the forged session",
         dial(&secret_of(&alex), vec![sam_id], server.addr, forger, |peer| {
-            Session::new(peer, &space, None, 0)
+            Session::new(peer, &space, founder, None, 0)
         }),
     )
     .await;

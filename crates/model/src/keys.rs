@@ -11,20 +11,22 @@
 //! ```
 //!
 //! This module knows only the layout; the bytes are opaque here (the
-//! cryptography is `duet_sync::proto::keyring`'s). Only members can write to
-//! the document (every change is signed and membership-checked), so an entry
-//! needs no other authentication.
+//! cryptography is `duet_sync::proto::keyring`'s). Only active members can
+//! write a key or an envelope, and envelopes only for active members (every
+//! change is signed and judged where it was written, `crate::authority`), so
+//! an entry needs no other authentication.
 //!
 //! Reads are forgiving like every read of the document: a value of the wrong
 //! type reads as absent, and maps two devices created concurrently (two
 //! devices each adding the space's first key offline) are merged.
 
 use automerge::transaction::{Transactable, Transaction};
-use automerge::{ObjId, ObjType, ROOT, ReadDoc, ScalarValue};
+use automerge::{ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 
 use crate::access;
 use crate::error::{InvalidInput, ModelError};
 use crate::identity::DeviceId;
+use crate::members::Membership;
 use crate::space::{Editor, map_in};
 
 /// The length of a key id in hex digits (16 bytes).
@@ -88,7 +90,13 @@ fn generation(doc: &impl ReadDoc, entry: &ObjId) -> Option<u32> {
 /// generation reads as absent; envelopes that are not bytes, over
 /// [`MAX_ENVELOPE`], or addressed to something that is not a device key are
 /// skipped.
+///
+/// Only what a member wrote before any cut-off of its own counts: a key (or an
+/// envelope) that a revoked device wrote after its revocation, and that
+/// reached this document through a device that had not yet learned of it, is
+/// never used, or the revoked device could read what is sealed with it.
 pub fn key_entries(doc: &impl ReadDoc) -> Vec<KeyEntry> {
+    let members = Membership::of(doc);
     let mut out: Vec<KeyEntry> = Vec::new();
     for keys in access::objects(doc, &ROOT, "keys", ObjType::Map) {
         for id in access::keys(doc, &keys) {
@@ -96,10 +104,13 @@ pub fn key_entries(doc: &impl ReadDoc) -> Vec<KeyEntry> {
                 continue;
             }
             for entry in access::objects(doc, &keys, &id, ObjType::Map) {
+                if !members.counts(&entry) {
+                    continue;
+                }
                 let Some(generation) = generation(doc, &entry) else {
                     continue;
                 };
-                let envelopes = entry_envelopes(doc, &entry);
+                let envelopes = entry_envelopes(doc, &entry, &members);
                 match out.iter_mut().find(|e| e.id == id) {
                     // Merged: the first valid generation (the winner's) stays.
                     Some(e) => {
@@ -123,15 +134,19 @@ pub fn key_entries(doc: &impl ReadDoc) -> Vec<KeyEntry> {
 }
 
 /// The envelopes of one entry object, all its `envelopes` maps merged.
-fn entry_envelopes(doc: &impl ReadDoc, entry: &ObjId) -> Vec<(DeviceId, Vec<u8>)> {
+fn entry_envelopes(doc: &impl ReadDoc, entry: &ObjId, members: &Membership) -> Vec<(DeviceId, Vec<u8>)> {
     let mut out: Vec<(DeviceId, Vec<u8>)> = Vec::new();
     for map in access::objects(doc, entry, "envelopes", ObjType::Map) {
         for key in access::keys(doc, &map) {
             let Ok(device) = key.parse::<DeviceId>() else {
                 continue;
             };
-            for v in access::all_scalars(doc, &map, &key) {
-                let ScalarValue::Bytes(bytes) = v.value else {
+            for (v, op) in doc.get_all(&map, &key).unwrap_or_default() {
+                if !members.counts(&op) {
+                    continue;
+                }
+                let Value::Scalar(v) = v else { continue };
+                let ScalarValue::Bytes(bytes) = v.into_owned() else {
                     continue;
                 };
                 if bytes.is_empty() || bytes.len() > MAX_ENVELOPE {

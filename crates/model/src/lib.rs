@@ -38,6 +38,7 @@
 
 mod access;
 pub mod agreements;
+pub mod authority;
 pub mod checkins;
 pub mod conflict;
 mod error;

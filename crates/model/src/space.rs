@@ -125,6 +125,19 @@ pub fn owner_name(owner: Owner, people: &[Person]) -> String {
     }
 }
 
+/// The device that began the space's history: the author of its one change
+/// without dependencies (`None` for an empty document, or one with several
+/// beginnings, which no device accepts). Homes pin it when they make or join
+/// a space and judge membership from it from then on.
+pub fn founding_device(doc: &Automerge) -> Option<DeviceId> {
+    let metas = doc.get_changes_meta(&[]);
+    let mut roots = metas.iter().filter(|m| m.deps.is_empty());
+    match (roots.next(), roots.next()) {
+        (Some(root), None) => DeviceId::from_actor(&root.actor),
+        _ => None,
+    }
+}
+
 /// Every member device of the space (see [`crate::members`]), revoked ones
 /// included.
 pub fn devices(doc: &impl ReadDoc) -> Vec<Member> {

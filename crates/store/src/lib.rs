@@ -228,7 +228,7 @@ impl Store {
                  DELETE FROM changes; DELETE FROM snapshots;
                  DELETE FROM attestations; DELETE FROM sync_states;
                  DELETE FROM pending_changes; DELETE FROM pending_attestations;
-                 DELETE FROM relays;",
+                 DELETE FROM relays; DELETE FROM meta WHERE key = 'founder';",
             )
             .map_err(|e| self.err(e))?;
         let mut result = Ok(());

@@ -111,13 +111,13 @@ fn space_of(others: &[(u8, Seat)]) -> Vec<Home> {
 /// Runs a session between `a` (dialling) and `b` until both are synced, or one
 /// fails. Frames pass through a decoder in small pieces.
 fn sync(a: &mut Home, b: &mut Home) -> Result<(), SyncError> {
-    let sa = Session::new(b.id(), "5eed", None, 0);
+    let sa = Session::new(b.id(), "5eed", founder(), None, 0);
     sync_from(a, b, sa)
 }
 
 /// [`sync`] with `a`'s session as given (a new device's, joining).
 fn sync_from(a: &mut Home, b: &mut Home, mut sa: Session) -> Result<(), SyncError> {
-    let mut sb = Session::new(a.id(), "5eed", None, 0);
+    let mut sb = Session::new(a.id(), "5eed", founder(), None, 0);
     let (mut da, mut db) = (FrameDecoder::new(), FrameDecoder::new());
     for _ in 0..100 {
         let mut moved = false;
@@ -259,8 +259,8 @@ fn a_revoked_device_is_refused() {
 fn a_different_space_is_refused() {
     let mut homes = space_of(&[(2, Seat::B)]);
     let (a, b) = homes.split_at_mut(1);
-    let mut sa = Session::new(b[0].id(), "5eed", None, 0);
-    let mut sb = Session::new(a[0].id(), "other", None, 0);
+    let mut sa = Session::new(b[0].id(), "5eed", founder(), None, 0);
+    let mut sb = Session::new(a[0].id(), "other", founder(), None, 0);
     let hello = sb.poll_transmit().unwrap();
     let mut d = FrameDecoder::new();
     d.push(&hello);
@@ -280,7 +280,7 @@ fn a_different_space_is_refused() {
 #[test]
 fn a_quiet_peer_times_out() {
     let homes = space_of(&[(2, Seat::B)]);
-    let mut s = Session::new(homes[1].id(), "5eed", None, 0);
+    let mut s = Session::new(homes[1].id(), "5eed", founder(), None, 0);
     assert!(s.handle_timeout(1_000).is_ok());
     assert_eq!(s.handle_timeout(60_000), Err(SyncError::Timeout));
     assert!(s.is_closed());
@@ -289,7 +289,7 @@ fn a_quiet_peer_times_out() {
 #[test]
 fn garbage_frames_end_the_session_without_panicking() {
     let mut homes = space_of(&[(2, Seat::B)]);
-    let mut s = Session::new(homes[1].id(), "5eed", None, 0);
+    let mut s = Session::new(homes[1].id(), "5eed", founder(), None, 0);
     let f = Frame {
         kind: 0x02,
         payload: vec![0xff; 40],
@@ -347,7 +347,7 @@ fn a_new_device_gets_the_whole_document_once() {
     let (a, b) = homes.split_at_mut(1);
     let (a, b) = (&mut a[0], &mut b[0]);
     b.doc = Automerge::new().with_actor(b.id().actor());
-    let mut sa = Session::new(b.id(), "5eed", None, 0);
+    let mut sa = Session::new(b.id(), "5eed", founder(), None, 0);
     let mut sb = Session::joining(a.id(), "5eed", 0);
     // Every frame is delivered only after both sides queued what they had, so
     // that b's second message crosses a's first copy of the document.
@@ -402,4 +402,9 @@ fn a_new_device_gets_the_whole_document_once() {
         a_sent < whole + 1_024,
         "a sent {a_sent} bytes for a {whole}-byte document of {changes} changes"
     );
+}
+
+/// The device that founded every space of these tests.
+fn founder() -> duet_model::DeviceId {
+    duet_model::DeviceSecret::from_bytes(&[1; 32]).device_id()
 }

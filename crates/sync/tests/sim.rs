@@ -245,8 +245,8 @@ mod by_hand {
 
     /// Two sessions, `x` dialling `y`, with their Hellos exchanged.
     pub fn connect(x: &mut Home, y: &mut Home) -> (Session, Session) {
-        let mut sx = Session::new(y.key.device_id(), "5eed", None, 0);
-        let mut sy = Session::new(x.key.device_id(), "5eed", None, 0);
+        let mut sx = Session::new(y.key.device_id(), "5eed", super::founder(), None, 0);
+        let mut sy = Session::new(x.key.device_id(), "5eed", super::founder(), None, 0);
         let hx = sx.poll_transmit().unwrap();
         let hy = sy.poll_transmit().unwrap();
         y.receive(&mut sy, &hx).unwrap();
@@ -525,4 +525,9 @@ fn a_bye_crossing_a_local_edit_ends_the_session() {
     b.add_issue(2); // while the Bye is on its way
     let events = b.receive(&mut sb, &bye).unwrap();
     assert_eq!(events, vec![Event::PeerDone]);
+}
+
+/// The device that founded every space of these tests.
+fn founder() -> duet_model::DeviceId {
+    duet_model::DeviceSecret::from_bytes(&[1; 32]).device_id()
 }

@@ -185,6 +185,9 @@ enum Phase {
 pub struct Session {
     peer: DeviceId,
     space_id: String,
+    /// The device that founded the space: pinned by this home, or, for a
+    /// joining device, taken from the beginning of the history it receives.
+    founder: Option<DeviceId>,
     joining: bool,
     phase: Phase,
     state: sync::State,
@@ -217,14 +220,22 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     /// A session with `peer` (as authenticated by the transport) for space
-    /// `space_id`, resuming from a saved sync state if there is one. Queues Hello.
-    pub fn new(peer: DeviceId, space_id: &str, saved: Option<&[u8]>, now: u64) -> Session {
+    /// `space_id`, founded by `founder` (as this home pinned it), resuming
+    /// from a saved sync state if there is one. Queues Hello.
+    pub fn new(peer: DeviceId, space_id: &str, founder: DeviceId, saved: Option<&[u8]>, now: u64) -> Session {
+        let mut s = Session::start(peer, space_id, saved, now);
+        s.founder = Some(founder);
+        s
+    }
+
+    fn start(peer: DeviceId, space_id: &str, saved: Option<&[u8]>, now: u64) -> Session {
         let state = saved
             .and_then(|b| sync::State::decode(b).ok())
             .unwrap_or_default();
         let mut s = Session {
             peer,
             space_id: space_id.to_string(),
+            founder: None,
             joining: false,
             phase: Phase::AwaitHello,
             state,
@@ -246,10 +257,11 @@ impl Session {
     }
 
     /// A session for a device that has just paired and holds nothing of the space
-    /// yet: it takes the peer's word for the space and its membership (pairing
-    /// authenticated the peer).
+    /// yet: it takes the peer's word for the space (pairing authenticated the
+    /// peer), pins as the founder the device that began the history it
+    /// receives, and checks every change against it.
     pub fn joining(peer: DeviceId, space_id: &str, now: u64) -> Session {
-        let mut s = Session::new(peer, space_id, None, now);
+        let mut s = Session::start(peer, space_id, None, now);
         s.joining = true;
         s
     }
@@ -257,6 +269,12 @@ impl Session {
     /// True for a session that joins a space at pairing.
     pub fn is_joining(&self) -> bool {
         self.joining
+    }
+
+    /// The space's founding device, once known: for a joining session, the
+    /// one this home should pin.
+    pub fn founder(&self) -> Option<DeviceId> {
+        self.founder
     }
 
     /// The peer device.
@@ -370,7 +388,10 @@ impl Session {
                     if h.space_id != self.space_id {
                         return Err(SyncError::OtherSpace);
                     }
-                    if !Membership::of(&*doc).is_active(&self.peer) {
+                    let founder = self
+                        .founder
+                        .ok_or(SyncError::Protocol("no founder pinned for this space"))?;
+                    if !Membership::pinned(&*doc, founder).is_active(&self.peer) {
                         return Err(SyncError::NotAMember(self.peer.short()));
                     }
                 }
@@ -476,7 +497,11 @@ impl Session {
             return Err(SyncError::Protocol("changes arrived without their dependencies"));
         }
         let t = std::time::Instant::now();
-        verify::check_members(doc, &ready, &self.peer)?;
+        if !ready.is_empty() {
+            let founder = self.founder_of(ready.iter().map(|c| (c.actor_id(), c.deps().is_empty())))?;
+            let peer = self.peer;
+            contained(|| verify::check_members(doc, &ready, founder, Some(&peer)))??;
+        }
         tracing::debug!(
             automerge_us,
             members_us = t.elapsed().as_micros() as u64,
@@ -521,7 +546,11 @@ impl Session {
         if placement.unsigned.is_some() || placement.ready.len() != metas.len() {
             return Ok(None);
         }
-        verify::check_members(&whole, &metas, &self.peer)?;
+        let founder = self.founder_of(metas.iter().map(|m| (m.actor.as_ref(), m.deps.is_empty())))?;
+        // Every change is judged where it was written, as one by one: the
+        // document's changes are rebuilt for it.
+        let peer = self.peer;
+        contained(|| verify::check_members(&whole, &whole.get_changes(&[]), founder, Some(&peer)))??;
         let changes = metas.len();
         let check_us = t.elapsed().as_micros() as u64;
         drop(by_hash);
@@ -545,6 +574,28 @@ impl Session {
             applied: Vec::new(),
             document: Some(bytes),
         }]))
+    }
+
+    /// The space's founder: pinned, or for a joining session the author of
+    /// the one change that begins the history received (its first message
+    /// holds the whole history), pinned from then on.
+    fn founder_of<'c>(
+        &mut self,
+        received: impl Iterator<Item = (&'c automerge::ActorId, bool)>,
+    ) -> Result<DeviceId, SyncError> {
+        if let Some(f) = self.founder {
+            return Ok(f);
+        }
+        let mut roots = received.filter(|(_, root)| *root).map(|(a, _)| a);
+        let (Some(root), None) = (roots.next(), roots.next()) else {
+            return Err(SyncError::Protocol(
+                "the space's history does not have one beginning",
+            ));
+        };
+        let founder =
+            DeviceId::from_actor(root).ok_or(VerifyError::Refused(duet_model::ChangeRefusal::NotADevice))?;
+        self.founder = Some(founder);
+        Ok(founder)
     }
 
     /// Queues the next sync message, if automerge has one for the peer, with

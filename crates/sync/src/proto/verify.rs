@@ -25,7 +25,8 @@ pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
 type FastSet<K> = HashSet<K, foldhash::quality::RandomState>;
 
 use automerge::{ActorId, Automerge, Change, ChangeHash, ChangeMetadata};
-use duet_model::{Attestation, ChangeRefusal, DeviceId, Membership};
+use duet_model::authority::Judge;
+use duet_model::{Attestation, ChangeRefusal, DeviceId};
 
 /// What placement and the membership check read of a change: its author, its
 /// place in the author's sequence and its dependencies. A received [`Change`],
@@ -418,29 +419,38 @@ fn covered_by_search<C: ChangeNode, S: BuildHasher>(
 }
 
 /// Checks that the changes just `applied` to `doc` were each made by a member
-/// allowed to write it.
+/// allowed to write them, where they wrote them ([`duet_model::authority`]),
+/// in a space founded by `founder`.
 ///
 /// A change a revoked device made after its cut-off is refused when that device
-/// delivers it itself. Relayed by another member (whose device took it before
-/// it learned of the revocation), it is accepted: refusing it would cut the
-/// couple's devices apart for good, since everything that member wrote since
-/// depends on it.
-pub fn check_members<C: ChangeNode>(
+/// delivers it itself, or when nobody authenticated delivers it (a bundle).
+/// Relayed by another member over a connection that member authenticated
+/// (`relayed_by`: the peer whose key the TLS handshake checked), whose device
+/// took it before it learned of the revocation, it is accepted: refusing it
+/// would cut the couple's devices apart for good, since everything that member
+/// wrote since depends on it. It still carries no authority (a device entry
+/// or a key it wrote does not count, see [`duet_model::members`]).
+///
+/// Automerge may panic on hostile data reached through the document; callers
+/// facing a peer run this inside `catch_unwind`.
+pub fn check_members(
     doc: &Automerge,
-    applied: &[C],
-    peer: &DeviceId,
+    applied: &[Change],
+    founder: DeviceId,
+    relayed_by: Option<&DeviceId>,
 ) -> Result<(), VerifyError> {
     if applied.is_empty() {
         return Ok(());
     }
-    let members = Membership::of(doc);
+    let mut judge = Judge::new(doc, founder);
     for c in applied {
-        match members.check_change(c.actor(), c.seq()) {
-            Err(ChangeRefusal::Revoked(who)) if !peer.is_actor(c.actor()) => {
+        match judge.membership().check_change(c.actor_id(), c.seq()) {
+            Err(ChangeRefusal::Revoked(who)) if relayed_by.is_some_and(|p| !p.is_actor(c.actor_id())) => {
                 tracing::warn!(device = %who, "accepting a revoked device's change relayed by a member");
             }
             other => other?,
         }
+        judge.check(c)?;
     }
     Ok(())
 }
@@ -449,6 +459,11 @@ pub fn check_members<C: ChangeNode>(
 mod tests {
     use super::*;
     use duet_model::{DeviceSecret, Editor, Founder, Seat, space};
+
+    /// The device that founded the space of these tests.
+    fn founder() -> DeviceId {
+        DeviceSecret::from_bytes(&[1; 32]).device_id()
+    }
 
     /// The device delivering the changes in these tests: device b itself.
     fn peer() -> DeviceId {
@@ -589,7 +604,7 @@ mod tests {
         assert_eq!(p.attestations, vec![att]);
         assert_eq!(p.unsigned, None);
         doc.apply_changes(changes.clone()).unwrap();
-        check_members(&doc, &changes, &peer()).unwrap();
+        check_members(&doc, &changes, founder(), Some(&peer())).unwrap();
     }
 
     #[test]
@@ -681,7 +696,7 @@ mod tests {
             "signed by its author, so placed; membership decides"
         );
         assert!(matches!(
-            check_members(&fork, &changes, &peer()),
+            check_members(&fork, &changes, founder(), Some(&peer())),
             Err(VerifyError::Refused(ChangeRefusal::NotAMember(_)))
         ));
     }

@@ -347,7 +347,10 @@ impl Device {
                 Edit::AcceptStep((*i).clone(), (*s).clone())
             }
             16 => {
-                let (i, s, _) = rng.pick(&steps)?;
+                // Only a step's owner records its outcome.
+                let mine: Vec<&(&ItemId, &ItemId, Owner)> =
+                    steps.iter().filter(|(_, _, o)| o.includes(self.seat)).collect();
+                let (i, s, _) = rng.pick(&mine)?;
                 Edit::CompleteStep((*i).clone(), (*s).clone(), *rng.pick(Outcome::ALL)?)
             }
             17..=25 => {
@@ -562,10 +565,17 @@ impl View {
         self.issues.iter().map(|(i, _)| i.clone()).collect()
     }
 
+    /// The steps both partners own: any device may record their outcome,
+    /// so several do at once.
     fn step_ids(&self) -> Vec<(ItemId, ItemId)> {
         self.issues
             .iter()
-            .flat_map(|(i, steps)| steps.iter().map(move |(s, _)| (i.clone(), s.clone())))
+            .flat_map(|(i, steps)| {
+                steps
+                    .iter()
+                    .filter(|(_, o)| *o == Owner::Both)
+                    .map(move |(s, _)| (i.clone(), s.clone()))
+            })
             .collect()
     }
 }

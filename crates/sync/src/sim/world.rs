@@ -503,9 +503,11 @@ impl<'c> World<'c> {
         let id = self.next_conn;
         self.next_conn += 1;
         let now = self.now;
+        // Device 0 founded the space; every device pinned it.
+        let founder = self.devices[0].id;
         let session = |me: &Device, peer: &Device| {
             let saved = me.sync_states.get(&peer.index).map(Vec::as_slice);
-            Session::new(peer.id, SPACE_ID, saved, now)
+            Session::new(peer.id, SPACE_ID, founder, saved, now)
         };
         let a = session(&self.devices[from], &self.devices[to]);
         let b = session(&self.devices[to], &self.devices[from]);

@@ -2,14 +2,23 @@
 //! files (sneakernet) and for the relay's mailbox.
 //!
 //! ```text
-//! magic "DUETBNDL" (8 bytes) | format u8 = 1 | header_len u32 BE | header (postcard) | ciphertext
+//! magic "DUETBNDL" (8 bytes) | format u8 = 2 | header_len u32 BE | header (postcard) | ciphertext
 //! Header { space: [u8; 16] (space tag), key: [u8; 16] (key id), nonce: [u8; 24],
 //!          envelopes: Vec<Vec<u8>> (<= 32, each <= 128 bytes, no recipient ids) }
-//! ciphertext = XChaCha20-Poly1305(key, nonce, postcard(Body), aad = every byte before it)
+//! ciphertext = XChaCha20-Poly1305(key, nonce, postcard(Body) || signature, aad = every byte before it)
 //! Body { space_id: String (<= 64), sender: [u8; 32], created_ms: u64,
 //!        automerge: Vec<u8> (concatenated automerge chunks),
 //!        attestations: Vec<(device [u8; 32], hash [u8; 32], signature [u8; 64])> (<= 1024) }
+//! signature = ed25519 by the sender's device key (strict) over
+//!             "duet/bundle/v2:" || every byte before the ciphertext || postcard(Body)
 //! ```
+//!
+//! The space key says only that a member device sealed the bundle, and every
+//! device that ever held the key (a revoked one too) can seal with it; the
+//! sender's signature says which device. A bundle is refused unless its
+//! sender is an active member, and no change in it gets the leniency a sync
+//! gives a revoked device's edits relayed by a member (see
+//! [`verify::check_members`]).
 //!
 //! The header's envelopes carry the sealing key to the member devices the
 //! sender knew, without saying which envelope is whose (a reader tries each),
@@ -30,7 +39,8 @@ use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 use chacha20poly1305::XChaCha20Poly1305;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use crypto_box::aead::rand_core::CryptoRngCore;
-use duet_model::{Attestation, DeviceId, DeviceSecret};
+use duet_model::{Attestation, DeviceId, DeviceSecret, Membership};
+use ed25519_dalek::Signer;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use zeroize::Zeroizing;
@@ -43,7 +53,12 @@ use super::wire::MAX_SPACE_ID;
 /// The first bytes of every bundle.
 pub const MAGIC: &[u8; 8] = b"DUETBNDL";
 /// The bundle format this build writes and reads.
-pub const FORMAT: u8 = 1;
+pub const FORMAT: u8 = 2;
+/// What the sender's signature covers, after every byte before the
+/// ciphertext and the encoded body.
+const SIGNATURE_LABEL: &[u8] = b"duet/bundle/v2:";
+/// An ed25519 signature.
+const SIGNATURE: usize = 64;
 /// The largest bundle, in bytes.
 pub const MAX_BUNDLE: usize = 32 * 1024 * 1024;
 /// The most envelopes a header carries.
@@ -65,7 +80,7 @@ const TAG: usize = 16;
 pub struct BundleBody {
     /// The space's id.
     pub space_id: String,
-    /// The device that made the bundle.
+    /// The device that made and signed the bundle.
     pub sender: DeviceId,
     /// When it was made (milliseconds since the epoch).
     pub created_ms: u64,
@@ -104,6 +119,19 @@ pub enum BundleError {
     /// The structure is wrong (cut short, bad lengths, an undecodable body).
     #[error("this bundle is damaged or altered ({0}); nothing from it was applied")]
     Malformed(String),
+    /// A format from before bundles were signed by their sender.
+    #[error(
+        "this bundle was made by an older duet, before bundles were signed: export it again with this version"
+    )]
+    OlderFormat(u8),
+    /// The sender's signature does not verify.
+    #[error("this bundle is not signed by the device it names as its sender; nothing from it was applied")]
+    BadSignature,
+    /// The sender is not an active member of the space.
+    #[error(
+        "this bundle was made by device {0}, which is not an active member of this space (revoked, or never paired); nothing from it was applied"
+    )]
+    NotAMember(String),
     /// The changes inside were refused.
     #[error("refused the bundle's changes, nothing from it was applied: {0}")]
     Refused(#[from] VerifyError),
@@ -224,9 +252,11 @@ fn from_wire((device, hash, (lo, hi)): &WireAttestation) -> Option<Attestation> 
 }
 
 /// Seals `body` with `key`, with an envelope of the key for each of
-/// `recipients` (at most [`MAX_ENVELOPES`]) in the header.
+/// `recipients` (at most [`MAX_ENVELOPES`]) in the header, signed by
+/// `sender` (the body's sender must be its device).
 pub fn seal(
     body: &BundleBody,
+    sender: &DeviceSecret,
     key: &SpaceKey,
     recipients: &[DeviceId],
     rng: &mut impl CryptoRngCore,
@@ -244,6 +274,11 @@ pub fn seal(
             "{} signatures; the limit is {MAX_ATTESTATIONS}",
             body.attestations.len()
         )));
+    }
+    if body.sender != sender.device_id() {
+        return Err(BundleError::Unsealable(
+            "the bundle names another device as its sender".into(),
+        ));
     }
     if recipients.len() > MAX_ENVELOPES {
         return Err(BundleError::Unsealable(format!(
@@ -263,7 +298,7 @@ pub fn seal(
     let encoding = |e: postcard::Error| BundleError::Unsealable(format!("encoding failed: {e}"));
     let header = postcard::to_stdvec(&header).map_err(encoding)?;
     let plaintext = Zeroizing::new(encode_body(body)?);
-    let total = PREFIX + header.len() + plaintext.len() + TAG;
+    let total = PREFIX + header.len() + plaintext.len() + SIGNATURE + TAG;
     if total > MAX_BUNDLE {
         return Err(BundleError::TooLarge(total));
     }
@@ -273,6 +308,7 @@ pub fn seal(
     out.push(FORMAT);
     out.extend_from_slice(&header_len.to_be_bytes());
     out.extend_from_slice(&header);
+    let plaintext = Zeroizing::new(signed_plaintext(&out, &plaintext, sender));
     let cipher = XChaCha20Poly1305::new(key.secret().into());
     let ciphertext = cipher
         .encrypt(
@@ -306,6 +342,9 @@ fn parse(bytes: &[u8]) -> Result<Parsed<'_>, BundleError> {
     let format = *bytes.get(8).ok_or_else(short)?;
     if format > FORMAT {
         return Err(BundleError::NewerFormat(format));
+    }
+    if format == 1 {
+        return Err(BundleError::OlderFormat(format));
     }
     if format != FORMAT {
         return Err(damaged("its format byte is wrong"));
@@ -393,9 +432,33 @@ pub fn open(
             .map_err(|_| BundleError::Tampered)?,
     );
     Ok(Opened {
-        body: decode_body(&plaintext, space_id)?,
+        body: decode_body(p.aad, &plaintext, space_id)?,
         key,
     })
+}
+
+/// The plaintext [`seal`] encrypts: the encoded body `encoded` and
+/// `sender`'s signature over it and `aad` (every byte before the
+/// ciphertext). For tools that build bundles' insides (fuzzing).
+pub fn signed_plaintext(aad: &[u8], encoded: &[u8], sender: &DeviceSecret) -> Vec<u8> {
+    let mut out = encoded.to_vec();
+    out.extend_from_slice(
+        &sender
+            .signing_key()
+            .sign(&signed_message(aad, encoded))
+            .to_bytes(),
+    );
+    out
+}
+
+/// What the sender signs: a label, every byte before the ciphertext, and
+/// the encoded body.
+fn signed_message(aad: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(SIGNATURE_LABEL.len() + aad.len() + body.len());
+    m.extend_from_slice(SIGNATURE_LABEL);
+    m.extend_from_slice(aad);
+    m.extend_from_slice(body);
+    m
 }
 
 /// Encodes what [`seal`] seals: the inverse of [`decode_body`].
@@ -411,9 +474,14 @@ pub fn encode_body(body: &BundleBody) -> Result<Vec<u8>, BundleError> {
 }
 
 /// Decodes the plaintext of a bundle of `space_id` (what [`open`] found
-/// inside the seal): every list with its bound, every key validated.
-pub fn decode_body(plaintext: &[u8], space_id: &str) -> Result<BundleBody, BundleError> {
-    let body: Body<'_> = match postcard::take_from_bytes(plaintext) {
+/// inside the seal, after the bytes `aad` before the ciphertext): every list
+/// with its bound, every key validated, and the sender's signature checked.
+pub fn decode_body(aad: &[u8], plaintext: &[u8], space_id: &str) -> Result<BundleBody, BundleError> {
+    let Some(split) = plaintext.len().checked_sub(SIGNATURE) else {
+        return Err(damaged("it has no signature"));
+    };
+    let (encoded, signature) = plaintext.split_at(split);
+    let body: Body<'_> = match postcard::take_from_bytes(encoded) {
         Ok((b, [])) => b,
         _ => return Err(damaged("its contents do not decode")),
     };
@@ -422,6 +490,14 @@ pub fn decode_body(plaintext: &[u8], space_id: &str) -> Result<BundleBody, Bundl
     }
     let sender =
         DeviceId::from_bytes(&body.sender).ok_or_else(|| damaged("the sender is not a device key"))?;
+    let signature: [u8; SIGNATURE] = signature.try_into().map_err(|_| BundleError::BadSignature)?;
+    sender
+        .verifying_key()
+        .verify_strict(
+            &signed_message(aad, encoded),
+            &ed25519_dalek::Signature::from_bytes(&signature),
+        )
+        .map_err(|_| BundleError::BadSignature)?;
     let attestations = body
         .attestations
         .0
@@ -454,7 +530,9 @@ pub struct Imported {
 }
 
 /// Verifies and applies a bundle's changes, exactly like a received sync
-/// message (see the session): checks the attestations' signatures; splits the
+/// message (see the session), in a space founded by `founder`: refuses a
+/// bundle whose sender is not an active member; checks the attestations'
+/// signatures; splits the
 /// changes (automerge runs contained, so a hostile change cannot crash this
 /// device); adds them to `waiting` (changes received earlier whose
 /// dependencies or signatures had not arrived); drops those the document
@@ -472,13 +550,22 @@ pub struct Imported {
 pub fn import(
     doc: &mut Automerge,
     body: &BundleBody,
+    founder: DeviceId,
     waiting: &mut HashMap<ChangeHash, Change>,
     attestations: &mut Vec<Attestation>,
 ) -> Result<Imported, BundleError> {
     let attestations_before = attestations.len();
     let mut added: HashSet<ChangeHash> = HashSet::new();
     let mut dropped: Vec<Change> = Vec::new();
-    let result = import_inner(doc, body, waiting, attestations, &mut added, &mut dropped);
+    let result = import_inner(
+        doc,
+        body,
+        founder,
+        waiting,
+        attestations,
+        &mut added,
+        &mut dropped,
+    );
     if result.is_err() {
         waiting.retain(|h, _| !added.contains(h));
         for c in dropped {
@@ -494,6 +581,7 @@ pub fn import(
 fn import_inner(
     doc: &mut Automerge,
     body: &BundleBody,
+    founder: DeviceId,
     waiting: &mut HashMap<ChangeHash, Change>,
     attestations: &mut Vec<Attestation>,
     added: &mut HashSet<ChangeHash>,
@@ -537,6 +625,27 @@ fn import_inner(
     if waiting_bytes > MAX_WAITING_BYTES {
         return Err(BundleError::Backlog);
     }
+    // Changes an earlier bundle left waiting whose author was revoked before
+    // making them can never come in through a bundle:
+    // they are dropped rather than left to refuse every later bundle that
+    // completes them.
+    let members = Membership::pinned(&*doc, founder);
+    let doomed: Vec<ChangeHash> = waiting
+        .iter()
+        .filter(|(h, c)| {
+            !added.contains(*h)
+                && matches!(
+                    members.check_change(c.actor_id(), c.seq()),
+                    Err(duet_model::ChangeRefusal::Revoked(_))
+                )
+        })
+        .map(|(h, _)| *h)
+        .collect();
+    for h in doomed {
+        if let Some(c) = waiting.remove(&h) {
+            dropped.push(c);
+        }
+    }
     let placement = verify::place(doc, waiting, attestations);
     if let Some(device) = placement.unsigned {
         return Err(VerifyError::Unsigned(device.short()).into());
@@ -554,7 +663,16 @@ fn import_inner(
                 "changes arrived without their dependencies".into(),
             ));
         }
-        verify::check_members(doc, &ready, &body.sender)?;
+        // Nobody authenticated delivered these (the sender signed the
+        // bundle, but changes waiting from earlier bundles come along), so
+        // a revoked device's later edits get no leniency here.
+        let judged: &Automerge = doc;
+        contained(|| verify::check_members(judged, &ready, founder, None))??;
+    }
+    // The sender signed the bundle: it must be an active member, in the
+    // document as this bundle leaves it (the bundle may bring its entry).
+    if !Membership::pinned(&*doc, founder).is_active(&body.sender) {
+        return Err(BundleError::NotAMember(body.sender.short()));
     }
     for c in &ready {
         waiting.remove(&c.hash());

@@ -16,6 +16,20 @@ fn secret(n: u8) -> DeviceSecret {
     DeviceSecret::from_bytes(&[n; 32])
 }
 
+/// Device 1 founded every space here.
+fn founder() -> DeviceId {
+    secret(1).device_id()
+}
+
+/// The secret of the device a body names as its sender (devices here are
+/// `secret(n)`).
+fn sender_of(body: &BundleBody) -> DeviceSecret {
+    (0..=u8::MAX)
+        .map(secret)
+        .find(|k| k.device_id() == body.sender)
+        .unwrap_or_else(|| secret(0))
+}
+
 /// A device's copy of the space.
 struct Dev {
     key: DeviceSecret,
@@ -101,7 +115,14 @@ fn small_bundle() -> (Dev, Dev, SpaceKey, BundleBody, Vec<u8>) {
     let (mut a, b, key) = space();
     let (c, att) = a.add_issue(1, "Who does the dishes");
     let body = a.body(&[&c], vec![att]);
-    let bytes = seal(&body, &key, &[a.key.device_id(), b.key.device_id()], &mut rng()).unwrap();
+    let bytes = seal(
+        &body,
+        &sender_of(&body),
+        &key,
+        &[a.key.device_id(), b.key.device_id()],
+        &mut rng(),
+    )
+    .unwrap();
     (a, b, key, body, bytes)
 }
 
@@ -132,13 +153,20 @@ fn a_device_without_the_key_opens_through_the_header_or_not_at_all() {
     let (a, b, key, body, _) = small_bundle();
     let empty = Keyring::default();
     // Sealed for both devices: b opens it without any key of its own.
-    let for_both = seal(&body, &key, &[a.key.device_id(), b.key.device_id()], &mut rng()).unwrap();
+    let for_both = seal(
+        &body,
+        &sender_of(&body),
+        &key,
+        &[a.key.device_id(), b.key.device_id()],
+        &mut rng(),
+    )
+    .unwrap();
     let opened = open(&for_both, SPACE, &empty, &b.key).unwrap();
     assert_eq!(opened.key.id(), key.id());
     assert_eq!(opened.key.secret(), key.secret());
     assert_eq!(opened.key.generation(), 1);
     // Sealed for a only: b, holding nothing, cannot.
-    let for_a = seal(&body, &key, &[a.key.device_id()], &mut rng()).unwrap();
+    let for_a = seal(&body, &sender_of(&body), &key, &[a.key.device_id()], &mut rng()).unwrap();
     assert_eq!(
         open(&for_a, SPACE, &empty, &b.key).unwrap_err(),
         BundleError::NoKey
@@ -270,10 +298,16 @@ fn foreign_and_oversized_input_is_refused_with_a_reason() {
     );
     assert_eq!(open(b"", SPACE, &ring, me).unwrap_err(), BundleError::NotABundle);
     let mut newer = bytes.clone();
-    newer[8] = 2;
+    newer[8] = 3;
     assert_eq!(
         open(&newer, SPACE, &ring, me).unwrap_err(),
-        BundleError::NewerFormat(2)
+        BundleError::NewerFormat(3)
+    );
+    let mut unsigned_format = bytes.clone();
+    unsigned_format[8] = 1;
+    assert_eq!(
+        open(&unsigned_format, SPACE, &ring, me).unwrap_err(),
+        BundleError::OlderFormat(1)
     );
     assert!(
         BundleError::NewerFormat(2)
@@ -301,24 +335,25 @@ fn foreign_and_oversized_input_is_refused_with_a_reason() {
     let mut body = a.body(&[], vec![]);
     body.automerge = vec![0; MAX_BUNDLE];
     assert!(matches!(
-        seal(&body, &key, &[], &mut rng()),
+        seal(&body, &sender_of(&body), &key, &[], &mut rng()),
         Err(BundleError::TooLarge(_))
     ));
     let body = a.body(&[], vec![]);
     let many: Vec<DeviceId> = (0..33).map(|n| secret(n).device_id()).collect();
     assert!(matches!(
-        seal(&body, &key, &many, &mut rng()),
+        seal(&body, &sender_of(&body), &key, &many, &mut rng()),
         Err(BundleError::Unsealable(_))
     ));
     let mut long_id = body.clone();
     long_id.space_id = "x".repeat(65);
-    assert!(seal(&long_id, &key, &[], &mut rng()).is_err());
+    assert!(seal(&long_id, &sender_of(&long_id), &key, &[], &mut rng()).is_err());
 }
 
 /// Seals with `key` for both devices, opens as `me`.
 fn through(body: &BundleBody, key: &SpaceKey, me: &Dev) -> BundleBody {
     let bytes = seal(
         body,
+        &sender_of(body),
         key,
         &[secret(1).device_id(), secret(2).device_id()],
         &mut rng(),
@@ -345,12 +380,12 @@ fn bundles_imported_out_of_order_converge() {
     let mut doc = base.fork();
     let mut waiting = HashMap::new();
     let mut atts = Vec::new();
-    let first = import(&mut doc, &from_b, &mut waiting, &mut atts).unwrap();
+    let first = import(&mut doc, &from_b, founder(), &mut waiting, &mut atts).unwrap();
     assert!(first.applied.is_empty());
     assert_eq!(first.waiting, 1);
     assert_eq!(doc.get_heads(), base.get_heads(), "nothing applied yet");
     assert_eq!(atts, vec![att_b], "b's signature waits with its change");
-    let second = import(&mut doc, &from_a, &mut waiting, &mut atts).unwrap();
+    let second = import(&mut doc, &from_a, founder(), &mut waiting, &mut atts).unwrap();
     assert_eq!(
         second.applied.iter().map(Change::hash).collect::<Vec<_>>(),
         vec![a1.hash(), b1.hash()],
@@ -368,9 +403,9 @@ fn bundles_imported_out_of_order_converge() {
     // In order, the same document.
     let mut in_order = base.fork();
     let (mut w2, mut atts2) = (HashMap::new(), Vec::new());
-    let one = import(&mut in_order, &from_a, &mut w2, &mut atts2).unwrap();
+    let one = import(&mut in_order, &from_a, founder(), &mut w2, &mut atts2).unwrap();
     assert_eq!(one.applied.len(), 1);
-    let two = import(&mut in_order, &from_b, &mut w2, &mut atts2).unwrap();
+    let two = import(&mut in_order, &from_b, founder(), &mut w2, &mut atts2).unwrap();
     assert_eq!(two.applied.len(), 1);
     let mut heads = doc.get_heads();
     heads.sort();
@@ -391,7 +426,7 @@ fn bundles_imported_out_of_order_converge() {
     let heads_before = view.doc.get_heads();
     let mut doc = view.doc;
     for body in [&from_a, &from_b] {
-        let again = import(&mut doc, body, &mut waiting, &mut atts).unwrap();
+        let again = import(&mut doc, body, founder(), &mut waiting, &mut atts).unwrap();
         assert!(again.applied.is_empty());
         assert!(again.attestations.is_empty());
         assert_eq!(again.waiting, 0);
@@ -410,7 +445,7 @@ fn a_whole_saved_document_imports() {
     body.automerge = a.doc.save();
     let mut doc = Automerge::new();
     let (mut w, mut atts) = (HashMap::new(), Vec::new());
-    let got = import(&mut doc, &body, &mut w, &mut atts).unwrap();
+    let got = import(&mut doc, &body, founder(), &mut w, &mut atts).unwrap();
     assert_eq!(got.applied.len(), all.len());
     assert_eq!(doc.get_heads(), a.doc.get_heads());
 }
@@ -426,14 +461,21 @@ fn unsigned_forged_and_stranger_changes_are_refused() {
     // b's change waits for a's in this copy, with its signature.
     let mut doc = base.fork();
     let (mut waiting, mut atts) = (HashMap::new(), Vec::new());
-    import(&mut doc, &b.body(&[&b1], vec![att_b]), &mut waiting, &mut atts).unwrap();
+    import(
+        &mut doc,
+        &b.body(&[&b1], vec![att_b]),
+        founder(),
+        &mut waiting,
+        &mut atts,
+    )
+    .unwrap();
     assert_eq!((waiting.len(), atts.len()), (1, 1));
 
     // a's change without a's signature.
     let unsigned = a.body(&[&a1], vec![]);
     let mut d = doc.fork();
     assert_eq!(
-        import(&mut d, &unsigned, &mut waiting, &mut atts).unwrap_err(),
+        import(&mut d, &unsigned, founder(), &mut waiting, &mut atts).unwrap_err(),
         BundleError::Refused(VerifyError::Unsigned(a.key.device_id().short()))
     );
     assert_eq!((waiting.len(), atts.len()), (1, 1), "left as it was");
@@ -443,7 +485,7 @@ fn unsigned_forged_and_stranger_changes_are_refused() {
     let wrong_author = a.body(&[&a1], vec![b.key.attest(&a1.hash())]);
     let mut d = doc.fork();
     assert!(matches!(
-        import(&mut d, &wrong_author, &mut waiting, &mut atts),
+        import(&mut d, &wrong_author, founder(), &mut waiting, &mut atts),
         Err(BundleError::Refused(VerifyError::Unsigned(_)))
     ));
     assert_eq!((waiting.len(), atts.len()), (1, 1));
@@ -453,7 +495,13 @@ fn unsigned_forged_and_stranger_changes_are_refused() {
     forged.signature[5] ^= 0x10;
     let mut d = doc.fork();
     assert!(matches!(
-        import(&mut d, &a.body(&[&a1], vec![forged]), &mut waiting, &mut atts),
+        import(
+            &mut d,
+            &a.body(&[&a1], vec![forged]),
+            founder(),
+            &mut waiting,
+            &mut atts
+        ),
         Err(BundleError::Refused(VerifyError::BadSignature(_)))
     ));
     assert_eq!(d.get_heads(), doc.get_heads());
@@ -471,6 +519,7 @@ fn unsigned_forged_and_stranger_changes_are_refused() {
         import(
             &mut d,
             &stranger.body(&[&s1], vec![att_s]),
+            founder(),
             &mut waiting,
             &mut atts
         ),
@@ -485,12 +534,19 @@ fn unsigned_forged_and_stranger_changes_are_refused() {
     junk.automerge.truncate(junk.automerge.len() - 3);
     let mut d = doc.fork();
     assert!(matches!(
-        import(&mut d, &junk, &mut waiting, &mut atts),
+        import(&mut d, &junk, founder(), &mut waiting, &mut atts),
         Err(BundleError::Refused(VerifyError::Malformed(_)))
     ));
 
     // The genuine bundle still completes the waiting change.
-    let done = import(&mut doc, &a.body(&[&a1], vec![att_a]), &mut waiting, &mut atts).unwrap();
+    let done = import(
+        &mut doc,
+        &a.body(&[&a1], vec![att_a]),
+        founder(),
+        &mut waiting,
+        &mut atts,
+    )
+    .unwrap();
     assert_eq!(done.applied.len(), 2);
     assert!(waiting.is_empty());
 }
@@ -532,4 +588,123 @@ proptest! {
         let result = open(&bad, SPACE, &ring, &b.key);
         prop_assert_eq!(result.is_ok(), bad == bytes);
     }
+}
+
+/// Re-seals `body` as a modified client would: signed by `signer`, whatever
+/// sender the body names, with the space key it holds.
+fn forged_seal(body: &BundleBody, signer: &DeviceSecret, key: &SpaceKey) -> Vec<u8> {
+    let honest = BundleBody {
+        sender: signer.device_id(),
+        ..body.clone()
+    };
+    let bytes = seal(&honest, signer, key, &[secret(1).device_id()], &mut rng()).unwrap();
+    let p = parse(&bytes).unwrap();
+    let aad = p.aad.to_vec();
+    let plaintext = signed_plaintext(&aad, &encode_body(body).unwrap(), signer);
+    let cipher = XChaCha20Poly1305::new(key.secret().into());
+    let ciphertext = cipher
+        .encrypt(
+            (&p.header.nonce).into(),
+            Payload {
+                msg: &plaintext,
+                aad: &aad,
+            },
+        )
+        .unwrap();
+    [aad, ciphertext].concat()
+}
+
+/// Finding 2 of the security review: a revoked device still holds the space
+/// key it had; it sealed its post-revocation changes (a new device entry for
+/// itself) with `sender` set to the partner's device, and the leniency for
+/// changes relayed by a member let them in. Now the sender signs, and an
+/// inactive sender is refused.
+#[test]
+fn a_revoked_device_cannot_get_back_in_through_a_bundle() {
+    let (mut a, mut b, key) = space();
+    Editor::new(&mut a.doc, Seat::A, 5)
+        .revoke_device(b.key.device_id())
+        .unwrap();
+    // b, revoked but holding the key, makes changes after its cut-off.
+    let before = b.doc.get_heads();
+    Editor::new(&mut b.doc, Seat::B, 6)
+        .add_device(secret(8).device_id(), Seat::B, "new phone")
+        .unwrap();
+    let (_, att) = b.add_issue(7, "Back again");
+    let changes = b.doc.get_changes(&before);
+    let refs: Vec<&Change> = changes.iter().collect();
+    let ring = Keyring::from_document(&a.doc, &a.key);
+
+    // Naming the partner as sender: the signature is b's, not a's.
+    let mut as_a = b.body(&refs, vec![att]);
+    as_a.sender = a.key.device_id();
+    let forged = forged_seal(&as_a, &b.key, &key);
+    assert_eq!(
+        open(&forged, SPACE, &ring, &a.key).unwrap_err(),
+        BundleError::BadSignature
+    );
+
+    // Honestly as itself: opens, and is refused for its sender.
+    let own = seal(
+        &b.body(&refs, vec![att]),
+        &b.key,
+        &key,
+        &[a.key.device_id()],
+        &mut rng(),
+    )
+    .unwrap();
+    let opened = open(&own, SPACE, &ring, &a.key).unwrap();
+    let heads = a.doc.get_heads();
+    let mut doc = a.doc.fork();
+    let (mut w, mut atts) = (HashMap::new(), Vec::new());
+    let err = import(&mut doc, &opened.body, founder(), &mut w, &mut atts).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BundleError::NotAMember(_)
+                | BundleError::Refused(VerifyError::Refused(ChangeRefusal::Revoked(_)))
+        ),
+        "{err:?}"
+    );
+    assert!(w.is_empty(), "nothing waits");
+    assert_eq!(a.doc.get_heads(), heads);
+
+    // Relayed inside a member's honest bundle (a third device that took
+    // them before it learned of the revocation): no leniency for bundles.
+    let mut c = Dev {
+        key: secret(3),
+        seat: Seat::A,
+        doc: a.doc.fork().with_actor(secret(3).device_id().actor()),
+    };
+    let mut with_third = a.doc.fork().with_actor(a.key.device_id().actor());
+    Editor::new(&mut with_third, Seat::A, 7)
+        .add_device(c.key.device_id(), Seat::A, "tablet")
+        .unwrap();
+    // The third device holds the history before the revocation plus b's
+    // later changes.
+    let mut third_doc = b.doc.fork().with_actor(c.key.device_id().actor());
+    third_doc.merge(&mut with_third.fork()).unwrap();
+    c.doc = third_doc;
+    let (_, att_c) = c.add_issue(9, "Relayed");
+    let all = c.doc.get_changes(&a.doc.get_heads());
+    let refs: Vec<&Change> = all.iter().collect();
+    let relay_body = c.body(&refs, vec![att, att_c, a.key.attest(&with_third.get_heads()[0])]);
+    let sealed = seal(&relay_body, &c.key, &key, &[a.key.device_id()], &mut rng()).unwrap();
+    let opened = open(&sealed, SPACE, &ring, &a.key).unwrap();
+    let mut doc = a.doc.fork();
+    let err = import(
+        &mut doc,
+        &opened.body,
+        founder(),
+        &mut HashMap::new(),
+        &mut Vec::new(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BundleError::Refused(VerifyError::Refused(ChangeRefusal::Revoked(_)))
+        ),
+        "{err:?}"
+    );
 }
