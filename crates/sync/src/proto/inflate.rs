@@ -37,13 +37,15 @@ use super::verify::VerifyError;
 /// over one sync message, one bundle or one document: the bytes as they came
 /// plus everything inflated from them (automerge keeps both).
 ///
-/// 256 MiB is eight times the largest frame or bundle (32 MiB), so it refuses
-/// only data that expands more than eightfold at the largest size. Honest
-/// automerge data expands about threefold (its columns are already compact):
-/// a five-year document saves to 0.33 MB and expands to about 1 MB, 250 times
-/// inside the bound. What it lets through is what automerge may allocate for
-/// one message: a few times 256 MiB for the buffers it copies through, which
-/// a phone survives, against the tens of gigabytes the bound keeps out.
+/// Honest data is far inside it: a five-year history (69,500 changes) saves to
+/// 0.34 MB and counts 1.65 MB (its columns inflate fourfold), 160 times under
+/// the bound; small documents of repetitive text inflate up to about tenfold.
+/// A saved document that fills the largest frame or bundle (32 MiB, nearly a
+/// hundred times the five-year one) would still pass at eightfold. What the bound lets
+/// through is what automerge may allocate for one message: a few times 256 MiB
+/// for the buffers it copies through, against the tens of gigabytes a 32 MiB
+/// bomb asks for. Checking costs one streaming inflate: 3 ms for the five-year
+/// document, against 690 ms for automerge to load it.
 pub const MAX_EXPANDED: u64 = 256 << 20;
 
 const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
