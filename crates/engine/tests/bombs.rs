@@ -87,9 +87,7 @@ async fn post_as(home: &Shared, relay: &str, automerge: Vec<u8>) {
         let secret = h.store_mut().device_secret().unwrap();
         let space_id = h.space_id().unwrap();
         let key = h.keyring().unwrap().sealing_key().unwrap().clone();
-        let recipients = h
-            .read(|doc| duet::model::Membership::of(doc).active())
-            .unwrap();
+        let recipients = h.read(|doc| duet::model::Membership::of(doc).active()).unwrap();
         (secret, space_id, key, recipients)
     };
     let body = BundleBody {
@@ -101,7 +99,9 @@ async fn post_as(home: &Shared, relay: &str, automerge: Vec<u8>) {
     };
     let sealed = bundle::seal(&body, &key, &recipients, &mut OsRng).unwrap();
     assert!(sealed.len() < 2 << 20, "{} bytes posted", sealed.len());
-    let client = RelayClient::connect(relay.parse().unwrap(), &secret).await.unwrap();
+    let client = RelayClient::connect(relay.parse().unwrap(), &secret)
+        .await
+        .unwrap();
     client.post(SpaceTag::of(&space_id), &sealed).await.unwrap();
     client.close().await;
 }

@@ -107,7 +107,11 @@ fn peak_above(base: u64) -> u64 {
 #[test]
 fn bombs_are_refused_before_automerge_and_without_the_memory() {
     let deflated = gigabyte();
-    assert!(deflated.len() < 2 * MIB as usize, "{} bytes on the wire", deflated.len());
+    assert!(
+        deflated.len() < 2 * MIB as usize,
+        "{} bytes on the wire",
+        deflated.len()
+    );
     let change = change_bomb(deflated);
     let document = document_bomb(deflated);
     let base = reset_peak();
@@ -138,7 +142,9 @@ fn the_bomb_really_inflates_to_a_gigabyte() {
     // One byte under the bound passes; the bound is per message, over all its chunks.
     let just_under = change_bomb(&deflated_zeros(MAX_EXPANDED - 4 * MIB));
     assert!(inflate::check(&just_under).is_ok());
-    assert!(refused_for_size(&inflate::check_all([&just_under[..], &just_under[..]]).unwrap_err()));
+    assert!(refused_for_size(
+        &inflate::check_all([&just_under[..], &just_under[..]]).unwrap_err()
+    ));
 }
 
 /// The founder's home and the partner's device key.
@@ -208,8 +214,14 @@ fn a_session_refuses_a_bomb_and_the_home_is_untouched() {
     s.handle(&hello(), &mut doc, 0).unwrap();
     let bombs = vec![change_bomb(deflated), document_bomb(deflated)];
     let err = s.handle(&sync_frame(bombs), &mut doc, 0).unwrap_err();
-    assert!(matches!(&err, SyncError::Refused(e) if refused_for_size(e)), "{err}");
-    assert!(err.to_string().contains("compressed data expands beyond 256 MiB"), "{err}");
+    assert!(
+        matches!(&err, SyncError::Refused(e) if refused_for_size(e)),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("compressed data expands beyond 256 MiB"),
+        "{err}"
+    );
     assert!(s.is_closed());
     assert_eq!(doc.save(), saved, "nothing was applied");
     // The peer is told why.
@@ -232,7 +244,10 @@ fn a_session_refuses_a_bomb_and_the_home_is_untouched() {
     let err = s
         .handle(&sync_frame(vec![document_bomb(deflated)]), &mut empty, 0)
         .unwrap_err();
-    assert!(matches!(&err, SyncError::Refused(e) if refused_for_size(e)), "{err}");
+    assert!(
+        matches!(&err, SyncError::Refused(e) if refused_for_size(e)),
+        "{err}"
+    );
     assert!(empty.get_heads().is_empty());
 }
 
@@ -245,7 +260,10 @@ fn many_small_bombs_in_one_message_are_bounded_together() {
     let mut s = Session::new(b.device_id(), "5eed", None, 0);
     s.handle(&hello(), &mut doc, 0).unwrap();
     let err = s.handle(&sync_frame(vec![one; 7]), &mut doc, 0).unwrap_err();
-    assert!(matches!(&err, SyncError::Refused(e) if refused_for_size(e)), "{err}");
+    assert!(
+        matches!(&err, SyncError::Refused(e) if refused_for_size(e)),
+        "{err}"
+    );
     assert_eq!(doc.save(), saved);
 }
 
@@ -265,7 +283,10 @@ fn a_bundle_carrying_a_bomb_is_refused_at_import() {
         let mut waiting = HashMap::new();
         let mut attestations = Vec::new();
         let err = bundle::import(&mut doc, &body, &mut waiting, &mut attestations).unwrap_err();
-        assert!(matches!(&err, BundleError::Refused(e) if refused_for_size(e)), "{err}");
+        assert!(
+            matches!(&err, BundleError::Refused(e) if refused_for_size(e)),
+            "{err}"
+        );
         assert!(waiting.is_empty() && attestations.is_empty());
         assert_eq!(doc.save(), saved);
     }
@@ -279,7 +300,10 @@ fn an_honest_history_is_far_inside_the_bound() {
     assert!(expanded > saved.len() as u64, "automerge deflated some columns");
     let whole = verify::load_document(&saved).unwrap();
     assert_eq!(whole.get_heads(), doc.get_heads());
-    assert_eq!(verify::parse_chunks(&saved).unwrap().len(), doc.get_changes(&[]).len());
+    assert_eq!(
+        verify::parse_chunks(&saved).unwrap().len(),
+        doc.get_changes(&[]).len()
+    );
     eprintln!(
         "{} changes: {} bytes saved, {expanded} expanded",
         doc.get_changes(&[]).len(),

@@ -168,7 +168,11 @@ impl Budget {
             r.take(len)?;
         }
         let heads = r.uleb()?;
-        r.take(heads.checked_mul(32).ok_or_else(|| malformed("a document's heads overflow"))?)?;
+        r.take(
+            heads
+                .checked_mul(32)
+                .ok_or_else(|| malformed("a document's heads overflow"))?,
+        )?;
         let mut columns = r.columns()?;
         columns.extend(r.columns()?);
         for (spec, len) in columns {
@@ -249,8 +253,12 @@ mod tests {
         let mut doc = Automerge::new();
         for i in 0..300 {
             let mut tx = doc.transaction();
-            tx.put(ROOT, format!("key {}", i % 40), format!("a value written at step {i}"))
-                .unwrap();
+            tx.put(
+                ROOT,
+                format!("key {}", i % 40),
+                format!("a value written at step {i}"),
+            )
+            .unwrap();
             tx.commit();
         }
         doc
@@ -356,10 +364,17 @@ mod tests {
         assert!(bad(&chunk(CHUNK_DOCUMENT, &[0, 0x80, 0x80, 0x80, 0x80, 0x10])));
         // Overlong and oversized numbers.
         assert!(bad(&chunk(CHUNK_DOCUMENT, &[0x80, 0x00])));
-        assert!(bad(&chunk(CHUNK_DOCUMENT, &[0, 0, 1, 0x88, 0x80, 0x80, 0x80, 0x80, 0x01, 0])));
+        assert!(bad(&chunk(
+            CHUNK_DOCUMENT,
+            &[0, 0, 1, 0x88, 0x80, 0x80, 0x80, 0x80, 0x01, 0]
+        )));
         let mut r = Reader(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
         assert_eq!(r.uleb().unwrap(), u64::MAX);
-        assert!(Reader(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]).uleb().is_err());
+        assert!(
+            Reader(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02])
+                .uleb()
+                .is_err()
+        );
         assert!(Reader(&[0xff; 11]).uleb().is_err());
         // Not a deflate stream.
         assert!(bad(&chunk(CHUNK_COMPRESSED, &[0xff; 8])));
