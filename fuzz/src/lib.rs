@@ -21,6 +21,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod inflate;
+pub use inflate::inflate_check;
+
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Once, OnceLock};
@@ -166,6 +169,7 @@ pub const TARGETS: &[Target] = &[
     ("store_open", store_open),
     ("bundle_open", bundle_open),
     ("relay_wire", relay_wire),
+    ("inflate_check", inflate_check),
 ];
 
 // ---------------------------------------------------------------------------

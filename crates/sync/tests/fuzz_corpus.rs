@@ -96,6 +96,7 @@ replay_tests!(
     store_open,
     bundle_open,
     relay_wire,
+    inflate_check,
 );
 
 /// Regression inputs sit under a directory named after a real target.

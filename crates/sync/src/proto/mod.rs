@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod frame;
+pub mod inflate;
 pub mod keyring;
 pub mod pairing;
 pub mod relay;

@@ -28,6 +28,7 @@ use automerge::{Automerge, Change, ChangeHash, ChangeMetadata, ReadDoc};
 use duet_model::{Attestation, DeviceId, Membership};
 
 use super::frame::Frame;
+use super::inflate;
 use super::verify::{self, VerifyError};
 use super::wire::{self, Failure, Hello, Message, SyncMessage, WireError};
 
@@ -438,6 +439,9 @@ impl Session {
         verify::check_signatures(&s.attestations)?;
         let mut message =
             sync::Message::decode(&s.message).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        // Decoding copies the chunks as they are; bound what they inflate to
+        // before automerge reads any of them.
+        inflate::check_all(message.changes.iter())?;
         verify::check_have(&message.have)?;
         for a in s.attestations {
             if !self.verified.contains(&a) {

@@ -107,6 +107,7 @@ const CHUNK_COMPRESSED: u8 = 2;
 /// Automerge may panic on hostile bytes; callers facing a peer run this inside
 /// `catch_unwind`.
 pub fn parse_chunks(data: &[u8]) -> Result<Vec<Change>, VerifyError> {
+    super::inflate::check(data)?;
     let bad = |what: &str| VerifyError::Malformed(what.to_string());
     let mut changes = Vec::new();
     let mut rest = data;
@@ -143,6 +144,7 @@ pub fn parse_chunks(data: &[u8]) -> Result<Vec<Change>, VerifyError> {
 /// Automerge may panic on hostile bytes; callers facing a peer run this inside
 /// `catch_unwind`.
 pub fn load_document(chunk: &[u8]) -> Result<Automerge, VerifyError> {
+    super::inflate::check(chunk)?;
     let options = automerge::LoadOptions::new()
         .on_partial_load(automerge::OnPartialLoad::Error)
         .verification_mode(automerge::VerificationMode::Check);
