@@ -4,12 +4,19 @@
 //! | request | allowed when | answer |
 //! | --- | --- | --- |
 //! | `Access` | the space is unknown (answers `None`), or the asking device is in its list | the list |
-//! | `SetAccess` | the signature verifies strictly, the signer is the asking device, and either the space is unknown and the signer is in the new list, or the signer is in the current list and the serial grows | `Done` |
-//! | `Post` | the asking device is in the list, and the space's bundles stay within the quota | `Posted { seq }` |
+//! | `SetAccess` | the signature verifies strictly, the signer is the asking device, and either the space is unknown, the signer is in the new list and the registration limits allow it, or the signer is in the current list and the serial grows (by at most [`MAX_SERIAL_STEP`]) | `Done` |
+//! | `Post` | the asking device is in the list, and the space's bundles stay within the quota and the relay's within its storage cap | `Posted { seq }` |
 //! | `Fetch` | the asking device is in the list | bundles after `after` by other devices (acknowledging up to `after` first) |
 //!
 //! A device removed from the list loses access at once, including to
 //! bundles it has not fetched yet.
+//!
+//! Registering a space is limited, so that no one can fill the relay with
+//! spaces of their own: a device may register [`Limits::max_spaces_per_device`]
+//! spaces, an address (an IPv4 host or an IPv6 /64, see [`Source`])
+//! [`Limits::max_spaces_per_address`], and no new space is taken once the
+//! relay keeps [`Limits::max_storage_bytes`]. Replacing a list is never
+//! refused for room: removing a device must always work.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -19,7 +26,7 @@ use duet_model::DeviceId;
 use duet_sync::proto::relay::{MAX_FETCH_BYTES, MAX_RELAY_BUNDLE, MAX_WAIT_MS, Request, Response, SpaceTag};
 use tokio::sync::Notify;
 
-use crate::store::{RelayStore, StoreError};
+use crate::store::{Registrant, RelayStore, Source, StoreError};
 
 /// The default storage bound per space: 64 MiB of bundles.
 pub const DEFAULT_QUOTA: u64 = 64 * 1024 * 1024;
@@ -36,6 +43,38 @@ pub const NOT_LISTED: &str = "this device is not allowed in this space on the re
 pub const UNKNOWN_SPACE: &str = "the relay does not know this space yet: set its access list first";
 /// The refusal when the relay's own storage failed.
 pub const STORAGE_FAILED: &str = "the relay could not use its storage; try again later";
+/// The refusal when the relay keeps as much as its storage cap allows.
+pub const RELAY_FULL: &str =
+    "the relay is full: it takes nothing new until what it keeps is delivered or expires; try again later or use another relay";
+/// The refusal when a device registered as many spaces as it may.
+pub const TOO_MANY_SPACES_DEVICE: &str = "this device has registered as many spaces as this relay allows";
+/// The refusal when an address registered as many spaces as it may.
+pub const TOO_MANY_SPACES_ADDRESS: &str = "too many spaces are registered from this address on this relay";
+/// The refusal when an access list's serial jumps too far.
+pub const SERIAL_TOO_FAR: &str = "the access list's serial jumps too far ahead of the relay's";
+
+/// The default bound on what the relay keeps over all spaces: 4 GiB.
+pub const DEFAULT_MAX_STORAGE: u64 = 4 * 1024 * 1024 * 1024;
+/// The default number of spaces one device may register (a device joins its
+/// couple's space, and perhaps a few more).
+pub const DEFAULT_SPACES_PER_DEVICE: u64 = 4;
+/// The default number of spaces registered from one address.
+pub const DEFAULT_SPACES_PER_ADDRESS: u64 = 16;
+/// How far one access list's serial may be ahead of the one it replaces
+/// (or, for a new space, of 0): a listed device cannot spend the serials
+/// (every list after one at `u64::MAX` would be refused) in any number of
+/// requests it could make.
+pub const MAX_SERIAL_STEP: u64 = 1 << 32;
+
+/// Who sent a request: the device its connection proved, and the address
+/// it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The device.
+    pub device: DeviceId,
+    /// Its network source.
+    pub source: Source,
+}
 
 /// A relay's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +83,12 @@ pub struct Limits {
     pub quota_bytes: u64,
     /// How long a bundle is kept, delivered or not.
     pub retention: Duration,
+    /// Bytes of bundles and access lists the relay keeps over all spaces.
+    pub max_storage_bytes: u64,
+    /// Spaces one device may register.
+    pub max_spaces_per_device: u64,
+    /// Spaces that may be registered from one address.
+    pub max_spaces_per_address: u64,
 }
 
 impl Default for Limits {
@@ -51,6 +96,9 @@ impl Default for Limits {
         Limits {
             quota_bytes: DEFAULT_QUOTA,
             retention: DEFAULT_RETENTION,
+            max_storage_bytes: DEFAULT_MAX_STORAGE,
+            max_spaces_per_device: DEFAULT_SPACES_PER_DEVICE,
+            max_spaces_per_address: DEFAULT_SPACES_PER_ADDRESS,
         }
     }
 }
@@ -96,14 +144,14 @@ impl<S: RelayStore> Relay<S> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Answers one request from `peer` (the device its connection proved) at
-    /// `now_ms`, without waiting: a [`Request::Fetch`] with nothing to hand
-    /// out answers an empty list at once (see [`Relay::answer`] for the wait).
-    /// Blocks on the store: call it off the async threads.
-    pub fn handle(&self, peer: DeviceId, req: Request, now_ms: u64) -> Response {
+    /// Answers one request from `caller` at `now_ms`, without waiting: a
+    /// [`Request::Fetch`] with nothing to hand out answers an empty list at
+    /// once (see [`Relay::answer`] for the wait). Blocks on the store: call
+    /// it off the async threads.
+    pub fn handle(&self, caller: Caller, req: Request, now_ms: u64) -> Response {
         let kind = req.kind();
         let space = req.space();
-        match self.rules(peer, req, now_ms) {
+        match self.rules(caller, req, now_ms) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, kind, space = %space.short(), "relay storage failed");
@@ -112,7 +160,51 @@ impl<S: RelayStore> Relay<S> {
         }
     }
 
-    fn rules(&self, peer: DeviceId, req: Request, now_ms: u64) -> Result<Response, StoreError> {
+    /// Why a new space of `list_size` bytes may not be registered by
+    /// `caller`, if it may not.
+    fn refuse_registration(
+        &self,
+        store: &mut S,
+        caller: Caller,
+        list_size: u64,
+    ) -> Result<Option<&'static str>, StoreError> {
+        let by = Registrant {
+            device: caller.device,
+            source: caller.source,
+        };
+        let done = store.registered(&by)?;
+        let refusal = if done.by_device >= self.limits.max_spaces_per_device {
+            Some(TOO_MANY_SPACES_DEVICE)
+        } else if done.from_source >= self.limits.max_spaces_per_address {
+            Some(TOO_MANY_SPACES_ADDRESS)
+        } else if store.total_usage()?.saturating_add(list_size) > self.limits.max_storage_bytes {
+            Some(RELAY_FULL)
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            tracing::info!(by = %caller.device.short(), from = %caller.source, devices = done.by_device, address = done.from_source, why, "refused a new space");
+        }
+        Ok(refusal)
+    }
+
+    /// Why a bundle of `len` bytes may not be added to `space`, if it may not.
+    fn refuse_room(&self, store: &mut S, space: &SpaceTag, len: usize) -> Result<Option<&'static str>, StoreError> {
+        let used = store.usage(space)?;
+        if used.saturating_add(len as u64) > self.limits.quota_bytes {
+            tracing::info!(space = %space.short(), used, bytes = len, "refused a post over the quota");
+            return Ok(Some(QUOTA_FULL));
+        }
+        let total = store.total_usage()?;
+        if total.saturating_add(len as u64) > self.limits.max_storage_bytes {
+            tracing::warn!(space = %space.short(), total, bytes = len, "refused a post: the relay is full");
+            return Ok(Some(RELAY_FULL));
+        }
+        Ok(None)
+    }
+
+    fn rules(&self, caller: Caller, req: Request, now_ms: u64) -> Result<Response, StoreError> {
+        let peer = caller.device;
         let mut store = self.store();
         let answer = Ok;
         match req {
@@ -131,8 +223,18 @@ impl<S: RelayStore> Relay<S> {
                     ));
                 }
                 let current = store.access(&new.space)?;
+                let base = current.as_ref().map_or(0, |c| c.serial);
+                if new.serial.saturating_sub(base) > MAX_SERIAL_STEP {
+                    return answer(Response::failure(SERIAL_TOO_FAR));
+                }
                 let replaces = match &current {
-                    None if new.allows(&peer) => None,
+                    None if new.allows(&peer) => {
+                        let size = new.to_bytes().map_or(0, |b| b.len() as u64);
+                        if let Some(why) = self.refuse_registration(&mut store, caller, size)? {
+                            return answer(Response::failure(why));
+                        }
+                        None
+                    }
                     None => {
                         return answer(Response::failure(
                             "a new space's access list must name the device that sends it",
@@ -147,7 +249,11 @@ impl<S: RelayStore> Relay<S> {
                     }
                     Some(c) => Some(c.serial),
                 };
-                if store.set_access(&new, replaces)? {
+                let by = Registrant {
+                    device: peer,
+                    source: caller.source,
+                };
+                if store.set_access(&new, replaces, &by)? {
                     tracing::info!(space = %new.space.short(), serial = new.serial, devices = new.devices.len(), by = %peer.short(), "access list set");
                     answer(Response::Done)
                 } else {
@@ -162,10 +268,8 @@ impl<S: RelayStore> Relay<S> {
                     Some(a) if !a.allows(&peer) => return answer(Response::failure(NOT_LISTED)),
                     Some(_) => {}
                 }
-                let used = store.usage(&space)?;
-                if used.saturating_add(bundle.len() as u64) > self.limits.quota_bytes {
-                    tracing::info!(space = %space.short(), used, bytes = bundle.len(), "refused a post over the quota");
-                    return answer(Response::failure(QUOTA_FULL));
+                if let Some(why) = self.refuse_room(&mut store, &space, bundle.len())? {
+                    return answer(Response::failure(why));
                 }
                 let seq = store.append(&space, &peer, &bundle, now_ms)?;
                 tracing::debug!(space = %space.short(), seq, bytes = bundle.len(), by = %peer.short(), "bundle kept");
@@ -214,11 +318,9 @@ impl<S: RelayStore> Relay<S> {
                 Some(a) if !a.allows(peer) => return Ok(Some(Response::failure(NOT_LISTED))),
                 Some(_) => {}
             }
-            let used = store.usage(space)?;
-            if used.saturating_add(bundle_len as u64) > self.limits.quota_bytes {
-                return Ok(Some(Response::failure(QUOTA_FULL)));
-            }
-            Ok(None)
+            Ok(self
+                .refuse_room(&mut *store, space, bundle_len)?
+                .map(Response::failure))
         };
         check().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "relay storage failed");
@@ -263,7 +365,7 @@ impl<S: RelayStore + 'static> Relay<S> {
     /// Answers one request from `peer` as the server does: the rules run on
     /// tokio's blocking threads, and a [`Request::Fetch`] with nothing to hand
     /// out waits up to `min(wait_ms, 25 s)` for a bundle of another device.
-    pub async fn answer(self: &Arc<Self>, peer: DeviceId, req: Request) -> Response {
+    pub async fn answer(self: &Arc<Self>, peer: Caller, req: Request) -> Response {
         let Request::Fetch {
             space,
             after,
@@ -299,7 +401,7 @@ impl<S: RelayStore + 'static> Relay<S> {
     }
 
     /// [`Relay::handle`] on tokio's blocking threads.
-    async fn blocking(self: &Arc<Self>, peer: DeviceId, req: Request) -> Response {
+    async fn blocking(self: &Arc<Self>, peer: Caller, req: Request) -> Response {
         let relay = Arc::clone(self);
         match tokio::task::spawn_blocking(move || relay.handle(peer, req, now_ms())).await {
             Ok(a) => a,
@@ -330,8 +432,33 @@ mod tests {
         secret(n).device_id()
     }
 
+    /// Device `n`, from 127.0.0.1.
+    fn at(n: u8) -> Caller {
+        Caller {
+            device: dev(n),
+            source: Source::of([127, 0, 0, 1].into()),
+        }
+    }
+
     fn list(signer: u8, serial: u64, devices: &[u8]) -> SignedAccess {
-        SignedAccess::sign(&secret(signer), SPACE, serial, devices.iter().map(|d| dev(*d))).unwrap()
+        list_in(SPACE, signer, serial, devices)
+    }
+
+    fn list_in(space: SpaceTag, signer: u8, serial: u64, devices: &[u8]) -> SignedAccess {
+        SignedAccess::sign(&secret(signer), space, serial, devices.iter().map(|d| dev(*d))).unwrap()
+    }
+
+    fn limited(limits: Limits) -> Relay<MemoryRelayStore> {
+        Relay::new(MemoryRelayStore::new(), limits)
+    }
+
+    /// Device `n` registers space `k` (of devices `n` and 2) from `source`.
+    fn register(r: &Relay<MemoryRelayStore>, n: u8, k: u8, source: [u8; 4]) -> Response {
+        let caller = Caller {
+            device: dev(n),
+            source: Source::of(source.into()),
+        };
+        r.handle(caller, Request::SetAccess(list_in(SpaceTag([k; 16]), n, 1, &[n, 2])), 0)
     }
 
     fn relay() -> Relay<MemoryRelayStore> {
@@ -339,12 +466,12 @@ mod tests {
     }
 
     fn set(r: &Relay<MemoryRelayStore>, by: u8, a: SignedAccess) -> Response {
-        r.handle(dev(by), Request::SetAccess(a), 0)
+        r.handle(at(by), Request::SetAccess(a), 0)
     }
 
     fn post(r: &Relay<MemoryRelayStore>, by: u8, bytes: &[u8], now: u64) -> Response {
         r.handle(
-            dev(by),
+            at(by),
             Request::Post {
                 space: SPACE,
                 bundle: bytes.to_vec(),
@@ -355,7 +482,7 @@ mod tests {
 
     fn fetch(r: &Relay<MemoryRelayStore>, by: u8, after: u64, now: u64) -> Response {
         r.handle(
-            dev(by),
+            at(by),
             Request::Fetch {
                 space: SPACE,
                 after,
@@ -389,7 +516,7 @@ mod tests {
     #[test]
     fn access_is_readable_by_listed_devices_or_for_unknown_spaces() {
         let r = relay();
-        let ask = |by| r.handle(dev(by), Request::Access { space: SPACE }, 0);
+        let ask = |by| r.handle(at(by), Request::Access { space: SPACE }, 0);
         assert_eq!(
             ask(9),
             Response::Access(None),
@@ -414,7 +541,7 @@ mod tests {
         // Device 2 sends a list device 1 signed.
         assert!(failure(set(&r, 2, list(1, 1, &[1, 2]))).contains("signed by the device that sends it"));
         assert_eq!(
-            r.handle(dev(2), Request::Access { space: SPACE }, 0),
+            r.handle(at(2), Request::Access { space: SPACE }, 0),
             Response::Access(None)
         );
     }
@@ -436,9 +563,106 @@ mod tests {
         assert_eq!(failure(set(&r, 3, list(3, 9, &[3]))), NOT_LISTED);
         assert_eq!(set(&r, 2, list(2, 2, &[1, 2, 3])), Response::Done);
         assert_eq!(
-            r.handle(dev(3), Request::Access { space: SPACE }, 0),
+            r.handle(at(3), Request::Access { space: SPACE }, 0),
             Response::Access(Some(list(2, 2, &[1, 2, 3])))
         );
+    }
+
+    #[test]
+    fn one_device_registers_at_most_its_share_of_spaces() {
+        let r = limited(Limits {
+            max_spaces_per_device: 2,
+            ..Limits::default()
+        });
+        assert_eq!(register(&r, 1, 10, [10, 0, 0, 1]), Response::Done);
+        assert_eq!(register(&r, 1, 11, [10, 0, 0, 2]), Response::Done);
+        for (space, from) in [(12, [10, 0, 0, 1]), (13, [10, 0, 0, 3])] {
+            assert_eq!(
+                failure(register(&r, 1, space, from)),
+                TOO_MANY_SPACES_DEVICE,
+                "whatever address it comes from"
+            );
+        }
+        assert_eq!(
+            r.handle(at(1), Request::Access { space: SpaceTag([12; 16]) }, 0),
+            Response::Access(None),
+            "nothing was stored"
+        );
+        // Its spaces' lists can still be replaced, and other devices register.
+        let next = list_in(SpaceTag([10; 16]), 1, 2, &[1, 2, 3]);
+        assert_eq!(r.handle(at(1), Request::SetAccess(next), 0), Response::Done);
+        assert_eq!(register(&r, 4, 12, [10, 0, 0, 1]), Response::Done);
+    }
+
+    #[test]
+    fn one_address_registers_at_most_its_share_of_spaces() {
+        let r = limited(Limits {
+            max_spaces_per_address: 3,
+            ..Limits::default()
+        });
+        // Fresh keys from one address: three spaces, then no more.
+        for n in 1..=3 {
+            assert_eq!(register(&r, n, n, [10, 0, 0, 1]), Response::Done);
+        }
+        for n in 4..=6 {
+            assert_eq!(failure(register(&r, n, n, [10, 0, 0, 1])), TOO_MANY_SPACES_ADDRESS);
+        }
+        // Another address is still served.
+        assert_eq!(register(&r, 4, 4, [10, 0, 0, 2]), Response::Done);
+    }
+
+    #[test]
+    fn the_storage_cap_refuses_posts_and_new_spaces_and_keeps_what_is_kept() {
+        let list_bytes = list(1, 1, &[1, 2]).to_bytes().unwrap().len() as u64;
+        let r = limited(Limits {
+            max_storage_bytes: 2 * list_bytes + 100,
+            ..Limits::default()
+        });
+        assert_eq!(set(&r, 1, list(1, 1, &[1, 2])), Response::Done);
+        let other = SpaceTag([4; 16]);
+        let other_list = Request::SetAccess(list_in(other, 3, 1, &[3, 2]));
+        assert_eq!(r.handle(at(3), other_list, 0), Response::Done);
+        assert_eq!(post(&r, 1, &[7; 100], 0), Response::Posted { seq: 1 });
+        // The relay is full: another space's post is refused, from its
+        // header too, and so is a new space.
+        let full = r.handle(
+            at(3),
+            Request::Post {
+                space: other,
+                bundle: vec![1],
+            },
+            0,
+        );
+        assert_eq!(failure(full), RELAY_FULL);
+        assert_eq!(
+            r.refuse_post_early(&dev(3), &other, 1),
+            Some(Response::failure(RELAY_FULL))
+        );
+        assert_eq!(failure(register(&r, 5, 5, [10, 0, 0, 9])), RELAY_FULL);
+        // What was kept is intact, and a list can still be replaced (to
+        // remove a device, say).
+        let Response::Bundles { items, .. } = fetch(&r, 2, 0, 0) else {
+            panic!("expected bundles")
+        };
+        assert_eq!(items, vec![(1, vec![7; 100])]);
+        assert_eq!(set(&r, 1, list(1, 2, &[1, 2])), Response::Done);
+        // Once delivered, there is room again.
+        assert_eq!(seqs(fetch(&r, 2, 1, 0)), Vec::<u64>::new());
+        assert_eq!(post(&r, 1, &[8; 100], 0), Response::Posted { seq: 2 });
+    }
+
+    #[test]
+    fn an_access_list_cannot_spend_the_serials() {
+        let r = relay();
+        // A first list at u64::MAX would make every later one refused.
+        assert_eq!(failure(set(&r, 1, list(1, u64::MAX, &[1, 2]))), SERIAL_TOO_FAR);
+        assert_eq!(set(&r, 1, list(1, MAX_SERIAL_STEP, &[1, 2])), Response::Done);
+        assert_eq!(failure(set(&r, 2, list(2, u64::MAX, &[1, 2]))), SERIAL_TOO_FAR);
+        assert_eq!(
+            set(&r, 2, list(2, 2 * MAX_SERIAL_STEP, &[1, 2, 3])),
+            Response::Done
+        );
+        assert_eq!(set(&r, 1, list(1, 2 * MAX_SERIAL_STEP + 1, &[1, 2])), Response::Done);
     }
 
     #[test]
@@ -452,7 +676,7 @@ mod tests {
         );
         let unknown = SpaceTag([4; 16]);
         let p = r.handle(
-            dev(1),
+            at(1),
             Request::Post {
                 space: unknown,
                 bundle: vec![1],
@@ -484,7 +708,7 @@ mod tests {
         );
         assert_eq!(failure(post(&r, 2, b"x", 0)), NOT_LISTED);
         assert_eq!(
-            failure(r.handle(dev(2), Request::Access { space: SPACE }, 0)),
+            failure(r.handle(at(2), Request::Access { space: SPACE }, 0)),
             NOT_LISTED
         );
         assert_eq!(failure(set(&r, 2, list(2, 3, &[1, 2]))), NOT_LISTED);
@@ -576,7 +800,7 @@ mod tests {
                 let started = Instant::now();
                 let a = r
                     .answer(
-                        dev(2),
+                        at(2),
                         Request::Fetch {
                             space: SPACE,
                             after: 0,
@@ -595,13 +819,13 @@ mod tests {
         }
         // Posts by the waiting device itself do not wake it with anything.
         assert_eq!(
-            r.answer(dev(2), post_req(b"own")).await,
+            r.answer(at(2), post_req(b"own")).await,
             Response::Posted { seq: 1 }
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished(), "its own bundle is not for it");
         assert_eq!(
-            r.answer(dev(1), post_req(b"new")).await,
+            r.answer(at(1), post_req(b"new")).await,
             Response::Posted { seq: 2 }
         );
         let (a, took) = waiter.await.unwrap();
@@ -623,7 +847,7 @@ mod tests {
         let started = Instant::now();
         let a = r
             .answer(
-                dev(2),
+                at(2),
                 Request::Fetch {
                     space: SPACE,
                     after: 0,
@@ -637,7 +861,7 @@ mod tests {
         let started = Instant::now();
         let a = r
             .answer(
-                dev(9),
+                at(9),
                 Request::Fetch {
                     space: SPACE,
                     after: 0,
