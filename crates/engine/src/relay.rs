@@ -147,6 +147,7 @@ impl Round {
 
     /// Makes the relay's access list match the space's active devices.
     async fn update_access(&mut self) -> Result<()> {
+        let mut refused = None;
         for _ in 0..3 {
             let current = self.client.access(self.space).await.map_err(relay_err)?;
             let (wanted, secret) = {
@@ -177,12 +178,18 @@ impl Round {
             match self.client.set_access(signed).await {
                 Ok(()) => return Ok(()),
                 // Another device updated the list meanwhile: read it again.
-                Err(e) => tracing::info!(error = %e, "the relay refused an access list; retrying"),
+                // A refusal for good (the relay is full, say) comes back the
+                // same each time, and is what the user is told.
+                Err(e) => {
+                    tracing::info!(error = %e, "the relay refused an access list; retrying");
+                    refused = Some(e);
+                }
             }
         }
-        Err(Error::Relay(
-            "the relay kept refusing this space's device list".into(),
-        ))
+        Err(match refused {
+            Some(e) => relay_err(e),
+            None => Error::Relay("the relay kept refusing this space's device list".into()),
+        })
     }
 
     /// Fetches and imports every bundle waiting at the relay, waiting up to
