@@ -462,7 +462,11 @@ fn a_full_relay_and_a_relay_at_its_registration_limits_say_so() {
     stop_relay(relay);
 
     let dir = relay_dir();
-    let relay = RelayProc::start(dir.path(), &dir.path().join("data"), &["--max-spaces-per-address", "0"]);
+    let relay = RelayProc::start(
+        dir.path(),
+        &dir.path().join("data"),
+        &["--max-spaces-per-address", "0"],
+    );
     let err = alex.fail(&["sync", "--relay", &relay.addr, "--no-discovery"]);
     assert_eq!(
         err,

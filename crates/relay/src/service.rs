@@ -44,8 +44,7 @@ pub const UNKNOWN_SPACE: &str = "the relay does not know this space yet: set its
 /// The refusal when the relay's own storage failed.
 pub const STORAGE_FAILED: &str = "the relay could not use its storage; try again later";
 /// The refusal when the relay keeps as much as its storage cap allows.
-pub const RELAY_FULL: &str =
-    "the relay is full: it takes nothing new until what it keeps is delivered or expires; try again later or use another relay";
+pub const RELAY_FULL: &str = "the relay is full: it takes nothing new until what it keeps is delivered or expires; try again later or use another relay";
 /// The refusal when a device registered as many spaces as it may.
 pub const TOO_MANY_SPACES_DEVICE: &str = "this device has registered as many spaces as this relay allows";
 /// The refusal when an address registered as many spaces as it may.
@@ -189,7 +188,12 @@ impl<S: RelayStore> Relay<S> {
     }
 
     /// Why a bundle of `len` bytes may not be added to `space`, if it may not.
-    fn refuse_room(&self, store: &mut S, space: &SpaceTag, len: usize) -> Result<Option<&'static str>, StoreError> {
+    fn refuse_room(
+        &self,
+        store: &mut S,
+        space: &SpaceTag,
+        len: usize,
+    ) -> Result<Option<&'static str>, StoreError> {
         let used = store.usage(space)?;
         if used.saturating_add(len as u64) > self.limits.quota_bytes {
             tracing::info!(space = %space.short(), used, bytes = len, "refused a post over the quota");
@@ -458,7 +462,11 @@ mod tests {
             device: dev(n),
             source: Source::of(source.into()),
         };
-        r.handle(caller, Request::SetAccess(list_in(SpaceTag([k; 16]), n, 1, &[n, 2])), 0)
+        r.handle(
+            caller,
+            Request::SetAccess(list_in(SpaceTag([k; 16]), n, 1, &[n, 2])),
+            0,
+        )
     }
 
     fn relay() -> Relay<MemoryRelayStore> {
@@ -584,7 +592,13 @@ mod tests {
             );
         }
         assert_eq!(
-            r.handle(at(1), Request::Access { space: SpaceTag([12; 16]) }, 0),
+            r.handle(
+                at(1),
+                Request::Access {
+                    space: SpaceTag([12; 16])
+                },
+                0
+            ),
             Response::Access(None),
             "nothing was stored"
         );
@@ -605,7 +619,10 @@ mod tests {
             assert_eq!(register(&r, n, n, [10, 0, 0, 1]), Response::Done);
         }
         for n in 4..=6 {
-            assert_eq!(failure(register(&r, n, n, [10, 0, 0, 1])), TOO_MANY_SPACES_ADDRESS);
+            assert_eq!(
+                failure(register(&r, n, n, [10, 0, 0, 1])),
+                TOO_MANY_SPACES_ADDRESS
+            );
         }
         // Another address is still served.
         assert_eq!(register(&r, 4, 4, [10, 0, 0, 2]), Response::Done);
@@ -662,7 +679,10 @@ mod tests {
             set(&r, 2, list(2, 2 * MAX_SERIAL_STEP, &[1, 2, 3])),
             Response::Done
         );
-        assert_eq!(set(&r, 1, list(1, 2 * MAX_SERIAL_STEP + 1, &[1, 2])), Response::Done);
+        assert_eq!(
+            set(&r, 1, list(1, 2 * MAX_SERIAL_STEP + 1, &[1, 2])),
+            Response::Done
+        );
     }
 
     #[test]

@@ -88,7 +88,10 @@ impl RelayStore for MemoryRelayStore {
         let size = list_size(access);
         match self.spaces.get_mut(&access.space) {
             Some(s) => {
-                self.used = self.used.saturating_sub(list_size(&s.access)).saturating_add(size);
+                self.used = self
+                    .used
+                    .saturating_sub(list_size(&s.access))
+                    .saturating_add(size);
                 s.access = access.clone();
             }
             None => {

@@ -263,7 +263,13 @@ mod tests {
     }
 
     fn list_of(space: SpaceTag, serial: u64, devices: &[u8]) -> SignedAccess {
-        SignedAccess::sign(&secret(devices[0]), space, serial, devices.iter().map(|d| dev(*d))).unwrap()
+        SignedAccess::sign(
+            &secret(devices[0]),
+            space,
+            serial,
+            devices.iter().map(|d| dev(*d)),
+        )
+        .unwrap()
     }
 
     fn size(a: &SignedAccess) -> u64 {
@@ -294,14 +300,20 @@ mod tests {
         assert!(s.set_access(&list(1, &[1, 2]), None, &me).unwrap());
         assert!(!s.set_access(&list(2, &[1, 2]), None, &me).unwrap());
         // A replacement keeps the space's registrant.
-        assert!(s.set_access(&list(2, &[1, 2, 3]), Some(1), &by(2, [10, 0, 0, 2])).unwrap());
+        assert!(
+            s.set_access(&list(2, &[1, 2, 3]), Some(1), &by(2, [10, 0, 0, 2]))
+                .unwrap()
+        );
         assert_eq!(s.access(&SPACE).unwrap(), Some(list(2, &[1, 2, 3])));
         let lists = size(&list(2, &[1, 2, 3]));
         assert_eq!(s.total_usage().unwrap(), lists);
 
         // Registrations are counted by device and by source.
         let other = SpaceTag([6; 16]);
-        assert!(s.set_access(&list_of(other, 1, &[2]), None, &by(2, [10, 0, 0, 1])).unwrap());
+        assert!(
+            s.set_access(&list_of(other, 1, &[2]), None, &by(2, [10, 0, 0, 1]))
+                .unwrap()
+        );
         let lists = lists + size(&list_of(other, 1, &[2]));
         assert_eq!(
             s.registered(&me).unwrap(),
@@ -399,7 +411,8 @@ mod tests {
         let path = dir.path().join("relay");
         {
             let mut s = SqliteRelayStore::open(&path).unwrap();
-            s.set_access(&list(1, &[1, 2]), None, &by(1, [10, 0, 0, 1])).unwrap();
+            s.set_access(&list(1, &[1, 2]), None, &by(1, [10, 0, 0, 1]))
+                .unwrap();
             s.append(&SPACE, &dev(1), b"kept", 5).unwrap();
             s.ack(&SPACE, &dev(2), 0).unwrap();
         }
