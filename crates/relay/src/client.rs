@@ -188,9 +188,6 @@ impl RelayClient {
             Response::Bundles { items, .. } if items.first().is_some_and(|(seq, _)| *seq <= after) => Err(
                 RelayError::Protocol(format!("bundles from before {after}, which was asked from")),
             ),
-            Response::Bundles { items, .. } if items.windows(2).any(|w| w[0].0 >= w[1].0) => {
-                Err(RelayError::Protocol("bundles out of order".into()))
-            }
             Response::Bundles { items, more } => Ok((items, more)),
             other => Err(unexpected(other)),
         }
