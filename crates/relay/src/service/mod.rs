@@ -60,9 +60,9 @@ pub const DEFAULT_SPACES_PER_DEVICE: u64 = 4;
 /// The default number of spaces registered from one address.
 pub const DEFAULT_SPACES_PER_ADDRESS: u64 = 16;
 /// How far one access list's serial may be ahead of the one it replaces
-/// (or, for a new space, of 0): a listed device cannot spend the serials
-/// (every list after one at `u64::MAX` would be refused) in any number of
-/// requests it could make.
+/// (or, for a new space, of 0). Without it one list at `u64::MAX` would
+/// leave no serial for the next, so that the list could never change again;
+/// with it, using the serials up takes 2^32 lists in a row.
 pub const MAX_SERIAL_STEP: u64 = 1 << 32;
 
 /// Who sent a request: the device its connection proved, and the address
