@@ -650,11 +650,18 @@ async fn a_burst_of_handshakes_from_one_address_is_refused_while_another_is_serv
     .await;
     let mut held = Vec::new();
     for n in 1..=4u8 {
+        let started = Instant::now();
         held.push(client(&relay, n).await);
+        println!(
+            "connect {n} (address retry and handshake): {:?}",
+            started.elapsed()
+        );
     }
     // Fresh keys cannot get around it, and the refusal says what happened.
     for n in 5..=6u8 {
+        let started = Instant::now();
         let refused = RelayClient::connect(relay.addr, &secret(n)).await;
+        println!("refused connect {n}: {:?}", started.elapsed());
         assert_eq!(refusal(refused), CONNECTION_REFUSED);
     }
     // Another address is served, and so are the connections already open.
