@@ -443,3 +443,37 @@ fn a_relay_refuses_posts_over_its_quota() {
     );
     stop_relay(relay);
 }
+
+#[test]
+fn a_full_relay_and_a_relay_at_its_registration_limits_say_so() {
+    let dir = relay_dir();
+    let relay = RelayProc::start(dir.path(), &dir.path().join("data"), &["--max-storage-mib", "0"]);
+    let alex = TestHome::named("Alex", "alex-laptop");
+    alex.add_issue("Nowhere to keep this");
+    let err = alex.fail(&["sync", "--relay", &relay.addr, "--no-discovery"]);
+    assert_eq!(
+        err,
+        format!(
+            "error: sync with the relay {} (relay: the relay refused: {})",
+            relay.addr,
+            duet::relay_server::service::RELAY_FULL
+        )
+    );
+    stop_relay(relay);
+
+    let dir = relay_dir();
+    let relay = RelayProc::start(
+        dir.path(),
+        &dir.path().join("data"),
+        &["--max-spaces-per-address", "0"],
+    );
+    let err = alex.fail(&["sync", "--relay", &relay.addr, "--no-discovery"]);
+    assert_eq!(
+        err,
+        format!(
+            "error: sync with the relay {} (relay: the relay refused: too many spaces are registered from this address on this relay)",
+            relay.addr
+        )
+    );
+    stop_relay(relay);
+}

@@ -109,12 +109,8 @@ pub enum Command {
         /// Where to keep bundles [default: the platform's data directory, duet-relay]
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
-        /// Storage per space, in MiB
-        #[arg(long, default_value_t = 64)]
-        quota_mib: u64,
-        /// Days to keep a bundle that some device has not fetched
-        #[arg(long, default_value_t = 30)]
-        retention_days: u64,
+        #[command(flatten)]
+        limits: RelayLimits,
     },
     /// Every change, newest first, with who made it
     Log {
@@ -394,6 +390,36 @@ pub enum BundleCmd {
         /// The bundle file
         file: PathBuf,
     },
+}
+
+/// `duet relay`'s limits, so that no one can fill it or take its
+/// connections. An address is an IPv4 host or an IPv6 /64.
+#[derive(Debug, Clone, Args)]
+pub struct RelayLimits {
+    /// Storage per space, in MiB
+    #[arg(long, default_value_t = 64)]
+    pub quota_mib: u64,
+    /// Days to keep a bundle that some device has not fetched
+    #[arg(long, default_value_t = 30)]
+    pub retention_days: u64,
+    /// Storage over all spaces (bundles and device lists), in MiB
+    #[arg(long, default_value_t = 4096)]
+    pub max_storage_mib: u64,
+    /// Spaces one device key may register
+    #[arg(long, default_value_t = 4)]
+    pub max_spaces_per_key: u64,
+    /// Spaces that may be registered from one address
+    #[arg(long, default_value_t = 16)]
+    pub max_spaces_per_address: u64,
+    /// Connections one address may hold at once
+    #[arg(long, default_value_t = 32)]
+    pub max_connections_per_address: usize,
+    /// Connections one address may open at once before its rate applies
+    #[arg(long, default_value_t = 20)]
+    pub handshake_burst: u32,
+    /// Connections one address may open per minute, after its burst
+    #[arg(long, default_value_t = 120)]
+    pub handshakes_per_minute: u32,
 }
 
 /// Where `duet relay` listens by default.

@@ -300,8 +300,7 @@ pub fn relay(
     json: bool,
     listen: String,
     data: Option<std::path::PathBuf>,
-    quota_mib: u64,
-    retention_days: u64,
+    limits: crate::args::RelayLimits,
 ) -> Result<()> {
     let data = match data {
         Some(d) => d,
@@ -309,11 +308,20 @@ pub fn relay(
             .map(|d| d.data_dir().to_path_buf())
             .ok_or_else(|| anyhow!("no data folder for the relay: pass --data DIR"))?,
     };
+    const MIB: u64 = 1024 * 1024;
     let opts = duet::relay_server::server::RelayOptions {
         listen: address(&listen)?,
         data: Some(data),
-        quota_bytes: quota_mib.saturating_mul(1024 * 1024),
-        retention: std::time::Duration::from_secs(retention_days.saturating_mul(24 * 3600)),
+        quota_bytes: limits.quota_mib.saturating_mul(MIB),
+        retention: std::time::Duration::from_secs(limits.retention_days.saturating_mul(24 * 3600)),
+        max_storage_bytes: limits.max_storage_mib.saturating_mul(MIB),
+        max_spaces_per_device: limits.max_spaces_per_key,
+        max_spaces_per_address: limits.max_spaces_per_address,
+        gate: duet::relay_server::gate::GateLimits {
+            connections_per_address: limits.max_connections_per_address,
+            handshake_burst: limits.handshake_burst,
+            handshakes_per_minute: limits.handshakes_per_minute,
+        },
     };
     run_until_signal(
         json,

@@ -64,12 +64,7 @@ pub fn run(cli: Cli) -> Result<()> {
             relay,
             no_discovery,
         } => crate::net::serve(&dir, json, listen, peers, relay, !no_discovery),
-        Command::Relay {
-            listen,
-            data,
-            quota_mib,
-            retention_days,
-        } => crate::net::relay(json, listen, data, quota_mib, retention_days),
+        Command::Relay { listen, data, limits } => crate::net::relay(json, listen, data, limits),
         local => on_home(&dir, json, local),
     }
 }

@@ -104,6 +104,22 @@ fn relay_has_all(doc: &automerge::Automerge, has: &[ChangeHash]) -> bool {
     doc.get_heads().iter().all(|h| has.contains(h))
 }
 
+/// The serial of a list to replace `current` with. The relay's list is the
+/// relay's word: one at `u64::MAX` cannot be followed, and says so rather
+/// than overflowing.
+fn next_serial(current: Option<&SignedAccess>) -> Result<u64> {
+    match current {
+        None => Ok(1),
+        Some(c) => c.serial.checked_add(1).ok_or_else(|| {
+            Error::Relay(
+                "relay: the relay's device list for this space has the largest possible serial, so it \
+                 can never be replaced; use another relay for this space"
+                    .into(),
+            )
+        }),
+    }
+}
+
 /// One connection's worth of relay work for a home.
 struct Round {
     home: Arc<Mutex<Home>>,
@@ -130,6 +146,7 @@ impl Round {
 
     /// Makes the relay's access list match the space's active devices.
     async fn update_access(&mut self) -> Result<()> {
+        let mut refused = None;
         for _ in 0..3 {
             let current = self.client.access(self.space).await.map_err(relay_err)?;
             let (wanted, secret) = {
@@ -155,17 +172,23 @@ impl Round {
                     "this device is no longer a member of the space".into(),
                 ));
             }
-            let serial = current.as_ref().map_or(1, |c| c.serial + 1);
+            let serial = next_serial(current.as_ref())?;
             let signed = SignedAccess::sign(&secret, self.space, serial, wanted).map_err(relay_err)?;
             match self.client.set_access(signed).await {
                 Ok(()) => return Ok(()),
                 // Another device updated the list meanwhile: read it again.
-                Err(e) => tracing::info!(error = %e, "the relay refused an access list; retrying"),
+                // A refusal for good (the relay is full, say) comes back the
+                // same each time, and is what the user is told.
+                Err(e) => {
+                    tracing::info!(error = %e, "the relay refused an access list; retrying");
+                    refused = Some(e);
+                }
             }
         }
-        Err(Error::Relay(
-            "the relay kept refusing this space's device list".into(),
-        ))
+        Err(match refused {
+            Some(e) => relay_err(e),
+            None => Error::Relay("the relay kept refusing this space's device list".into()),
+        })
     }
 
     /// Fetches and imports every bundle waiting at the relay, waiting up to

@@ -17,6 +17,11 @@ use duet_sync::proto::relay::{MAX_WAIT_MS, Request, Response, SignedAccess, Spac
 use crate::error::RelayError;
 use crate::io::{self, READ_TIMEOUT, ReadFail};
 
+/// What a relay's refusal of a connection (before its handshake) means: it
+/// does not say which of its limits it hit.
+pub const CONNECTION_REFUSED: &str = "the relay turned the connection away: this address holds too many \
+     connections to it or opened them too often, or the relay is at its connection limit; try again in a minute";
+
 /// How long to wait for a relay to answer a connection attempt.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -36,12 +41,22 @@ fn net(e: impl std::fmt::Display) -> RelayError {
 impl RelayClient {
     /// Connects to the relay at `addr` as the device `secret`.
     pub async fn connect(addr: SocketAddr, secret: &DeviceSecret) -> Result<RelayClient, RelayError> {
-        let config = tls::client_config(secret, Arc::new(AnyDevice), ALPN_RELAY)?;
         let bind: SocketAddr = if addr.is_ipv6() {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         } else {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         };
+        RelayClient::connect_from(bind, addr, secret).await
+    }
+
+    /// Connects to the relay at `addr` as the device `secret`, from the
+    /// local address `bind` (on a host with several).
+    pub async fn connect_from(
+        bind: SocketAddr,
+        addr: SocketAddr,
+        secret: &DeviceSecret,
+    ) -> Result<RelayClient, RelayError> {
+        let config = tls::client_config(secret, Arc::new(AnyDevice), ALPN_RELAY)?;
         let endpoint =
             quinn::Endpoint::client(bind).map_err(|e| net(format!("cannot open a UDP socket: {e}")))?;
         let connecting = endpoint
@@ -49,6 +64,11 @@ impl RelayClient {
             .map_err(|e| net(format!("cannot connect to the relay at {addr}: {e}")))?;
         let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Ok(Ok(conn)) => conn,
+            Ok(Err(quinn::ConnectionError::ConnectionClosed(c)))
+                if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+            {
+                return Err(RelayError::Refused(CONNECTION_REFUSED.into()));
+            }
             Ok(Err(e)) => {
                 return Err(net(format!(
                     "cannot connect to the relay at {addr}: {}",

@@ -7,7 +7,8 @@
 //! them when they next connect. The relay keeps each bundle until every other
 //! device of the space has acknowledged it, or until the retention time
 //! (30 days by default) has passed, and bounds what each space may keep
-//! (64 MiB by default). Anyone the couple trusts to keep a server running can
+//! (64 MiB by default) and over all spaces (4 GiB by default), and how many
+//! spaces one device or address may register. Anyone the couple trusts to keep a server running can
 //! run one: `duet relay --listen ADDR [--data DIR]`.
 //!
 //! # What it learns, and what it does not
@@ -33,6 +34,8 @@
 //!   in-memory implementations. The trait is small and per space so that a
 //!   relay serving many couples can sit on an object store instead; its docs
 //!   say how.
+//! - [`gate`]: how many connections one address may hold and how fast it
+//!   may open them, without sockets or a clock.
 //! - [`server`]: the QUIC server ([`server::run`]), with bounds on
 //!   connections, streams and slow peers.
 //! - [`client`]: [`RelayClient`], a device's connection.
@@ -42,6 +45,7 @@
 
 pub mod client;
 mod error;
+pub mod gate;
 mod io;
 pub mod server;
 pub mod service;

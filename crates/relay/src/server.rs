@@ -5,6 +5,14 @@
 //! [`Relay`]'s rules against that key. One request per bidirectional stream.
 //!
 //! Bounds, so that no one can make the relay hold much for long:
+//! - a connection attempt must first prove its address (a QUIC retry, one
+//!   round trip), so that a forged address cannot spend another's share;
+//! - then, before its handshake, the [`Gate`] counts it against its address:
+//!   [`GateLimits::connections_per_address`] open at once and a handshake
+//!   rate per address; fresh device keys cost nothing to make, so only the
+//!   address can bound them. A refused attempt is closed with QUIC's
+//!   `CONNECTION_REFUSED`, which the [`RelayClient`](crate::RelayClient)
+//!   turns into a sentence;
 //! - at most [`MAX_CONNECTIONS`] connections, [`MAX_CONNECTIONS_PER_DEVICE`]
 //!   per device (a new one replaces the device's oldest), and
 //!   [`MAX_STREAMS_PER_CONNECTION`] open streams per connection;
@@ -30,9 +38,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::error::RelayError;
+use crate::gate::{Gate, GateLimits};
 use crate::io::{self, READ_TIMEOUT, ReadFail};
-use crate::service::{self, Limits, Relay};
-use crate::store::{MemoryRelayStore, RelayStore, SqliteRelayStore, private_dir};
+use crate::service::{self, Caller, Limits, Relay};
+use crate::store::{MemoryRelayStore, RelayStore, Source, SqliteRelayStore, private_dir};
 
 /// Connections the relay holds at once, from all devices.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -66,16 +75,31 @@ pub struct RelayOptions {
     pub quota_bytes: u64,
     /// How long a bundle is kept, delivered or not ([`service::DEFAULT_RETENTION`]).
     pub retention: Duration,
+    /// Bytes of bundles and access lists kept over all spaces
+    /// ([`service::DEFAULT_MAX_STORAGE`]).
+    pub max_storage_bytes: u64,
+    /// Spaces one device may register ([`service::DEFAULT_SPACES_PER_DEVICE`]).
+    pub max_spaces_per_device: u64,
+    /// Spaces that may be registered from one address
+    /// ([`service::DEFAULT_SPACES_PER_ADDRESS`]).
+    pub max_spaces_per_address: u64,
+    /// Connections and handshakes per address ([`GateLimits::default`]).
+    pub gate: GateLimits,
 }
 
 impl RelayOptions {
-    /// Options with the default quota and retention, in memory.
+    /// Options with the default limits, in memory.
     pub fn new(listen: SocketAddr) -> RelayOptions {
+        let limits = Limits::default();
         RelayOptions {
             listen,
             data: None,
-            quota_bytes: service::DEFAULT_QUOTA,
-            retention: service::DEFAULT_RETENTION,
+            quota_bytes: limits.quota_bytes,
+            retention: limits.retention,
+            max_storage_bytes: limits.max_storage_bytes,
+            max_spaces_per_device: limits.max_spaces_per_device,
+            max_spaces_per_address: limits.max_spaces_per_address,
+            gate: GateLimits::default(),
         }
     }
 }
@@ -90,6 +114,9 @@ pub async fn run(
     let limits = Limits {
         quota_bytes: opts.quota_bytes,
         retention: opts.retention,
+        max_storage_bytes: opts.max_storage_bytes,
+        max_spaces_per_device: opts.max_spaces_per_device,
+        max_spaces_per_address: opts.max_spaces_per_address,
     };
     match &opts.data {
         Some(dir) => {
@@ -201,6 +228,8 @@ async fn serve<S: RelayStore + 'static>(
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let budget = Arc::new(Semaphore::new(MAX_BUFFERED_POSTS / BUDGET_UNIT));
     let devices = Devices::default();
+    let gate = Arc::new(Mutex::new(Gate::new(opts.gate)));
+    let started = std::time::Instant::now();
     let mut stop_accept = stop.clone();
     while !*stop_accept.borrow() {
         let incoming = tokio::select! {
@@ -210,14 +239,37 @@ async fn serve<S: RelayStore + 'static>(
         let Some(incoming) = incoming else { break };
         // Reap finished connection tasks as we go.
         while tasks.try_join_next().is_some() {}
+        let from = incoming.remote_address();
+        if !incoming.remote_address_validated() {
+            // Stateless, and answered only at the real address.
+            if let Err(e) = incoming.retry() {
+                e.into_incoming().refuse();
+            }
+            continue;
+        }
+        let source = Source::of(from.ip());
+        let now_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let admitted = gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .open(source, now_ms);
+        if let Err(why) = admitted {
+            tracing::info!(%from, %why, "refused a connection");
+            incoming.refuse();
+            continue;
+        }
+        let door = Door {
+            gate: gate.clone(),
+            source,
+        };
         let Ok(slot) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(from = %incoming.remote_address(), "refused a connection: the relay is at its connection limit");
+            tracing::warn!(%from, "refused a connection: the relay is at its connection limit");
             incoming.refuse();
             continue;
         };
         let (relay, devices, stop, budget) = (relay.clone(), devices.clone(), stop.clone(), budget.clone());
         tasks.spawn(async move {
-            let _slot = slot;
+            let _slot = (slot, door);
             let conn = match incoming.await {
                 Ok(c) => c,
                 Err(e) => {
@@ -233,6 +285,7 @@ async fn serve<S: RelayStore + 'static>(
             let shared = Shared {
                 relay,
                 peer,
+                source,
                 requests: admitted.requests.clone(),
                 budget,
             };
@@ -251,6 +304,8 @@ struct Shared<S: RelayStore> {
     relay: Arc<Relay<S>>,
     /// The device the handshake proved.
     peer: DeviceId,
+    /// The address it connected from.
+    source: Source,
     /// The device's request permits.
     requests: Arc<Semaphore>,
     /// The relay's memory for posts ([`MAX_BUFFERED_POSTS`]).
@@ -262,6 +317,7 @@ impl<S: RelayStore> Clone for Shared<S> {
         Shared {
             relay: self.relay.clone(),
             peer: self.peer,
+            source: self.source,
             requests: self.requests.clone(),
             budget: self.budget.clone(),
         }
@@ -326,7 +382,7 @@ async fn stream<S: RelayStore + 'static>(
             // fetches would hold this device's share of requests for 25 s.
             let stopped = send.stopped();
             let answer = tokio::select! {
-                answer = shared.relay.answer(peer, req) => answer,
+                answer = shared.relay.answer(Caller { device: peer, source: shared.source }, req) => answer,
                 _ = stopped => {
                     tracing::debug!(peer = %peer.short(), "a device stopped waiting for an answer");
                     return;
@@ -457,6 +513,21 @@ async fn read_request<S: RelayStore + 'static>(
     let frame = io::read_rest(recv, len, &start).await?;
     let req = Request::decode(&frame).map_err(ReadFail::Wire)?;
     Ok(Read::Request(req, Some(memory)))
+}
+
+/// A connection the [`Gate`] let in; counted out when dropped.
+struct Door {
+    gate: Arc<Mutex<Gate>>,
+    source: Source,
+}
+
+impl Drop for Door {
+    fn drop(&mut self) {
+        self.gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .close(self.source);
+    }
 }
 
 /// Open connections and request permits per device.

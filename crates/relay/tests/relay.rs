@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use duet_model::{DeviceId, DeviceSecret};
-use duet_relay::service::{NOT_LISTED, QUOTA_FULL};
+use duet_relay::client::CONNECTION_REFUSED;
+use duet_relay::gate::GateLimits;
+use duet_relay::service::{
+    NOT_LISTED, QUOTA_FULL, RELAY_FULL, TOO_MANY_SPACES_ADDRESS, TOO_MANY_SPACES_DEVICE,
+};
 use duet_relay::{RelayClient, RelayError, RelayOptions};
 use duet_sync::proto::relay::{MAX_RELAY_BUNDLE, Request, SignedAccess, SpaceTag};
 use tokio::sync::{oneshot, watch};
@@ -24,11 +28,19 @@ struct Running {
 
 impl Running {
     async fn start(data: Option<&Path>, quota_bytes: Option<u64>) -> Running {
+        Running::start_with(data, |opts| {
+            if let Some(q) = quota_bytes {
+                opts.quota_bytes = q;
+            }
+        })
+        .await
+    }
+
+    /// A relay with options changed by `set`.
+    async fn start_with(data: Option<&Path>, set: impl FnOnce(&mut RelayOptions)) -> Running {
         let mut opts = RelayOptions::new("127.0.0.1:0".parse().unwrap());
         opts.data = data.map(Path::to_path_buf);
-        if let Some(q) = quota_bytes {
-            opts.quota_bytes = q;
-        }
+        set(&mut opts);
         let (stop, stop_rx) = watch::channel(false);
         let (ready, ready_rx) = oneshot::channel();
         let task = tokio::spawn(duet_relay::run(opts, stop_rx, Some(ready)));
@@ -59,6 +71,13 @@ fn dev(n: u8) -> DeviceId {
 
 async fn client(relay: &Running, n: u8) -> RelayClient {
     RelayClient::connect(relay.addr, &secret(n)).await.unwrap()
+}
+
+/// Device `n`, connecting from the loopback address `127.0.0.<host>` (all
+/// of 127.0.0.0/8 is loopback on Linux): another address to the relay.
+async fn client_from(relay: &Running, n: u8, host: u8) -> Result<RelayClient, RelayError> {
+    let bind = SocketAddr::from(([127, 0, 0, host], 0));
+    RelayClient::connect_from(bind, relay.addr, &secret(n)).await
 }
 
 fn list(signer: u8, space: SpaceTag, serial: u64, devices: &[u8]) -> SignedAccess {
@@ -526,5 +545,167 @@ async fn posts_are_refused_from_their_first_bytes() {
     // The relay still serves the device normally.
     assert_eq!(a.post(space, b"small").await.unwrap(), 1);
     a.close().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_device_cannot_register_spaces_past_its_limit_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("relay-data");
+    let limited = |o: &mut RelayOptions| o.max_spaces_per_device = 2;
+    let relay = Running::start_with(Some(&data), limited).await;
+    let a = client(&relay, 1).await;
+    for k in 0..2 {
+        register(&a, SpaceTag::of(&format!("mine-{k}")), &[1, 2]).await;
+    }
+    let third = SpaceTag::of("mine-2");
+    assert_eq!(
+        refusal(a.set_access(list(1, third, 1, &[1, 2])).await),
+        TOO_MANY_SPACES_DEVICE
+    );
+    a.close().await;
+    relay.stop().await;
+
+    // The count is kept with the spaces.
+    let relay = Running::start_with(Some(&data), limited).await;
+    let a = client(&relay, 1).await;
+    assert_eq!(
+        refusal(a.set_access(list(1, third, 1, &[1, 2])).await),
+        TOO_MANY_SPACES_DEVICE
+    );
+    assert_eq!(a.access(third).await.unwrap(), None, "nothing was stored");
+    // Its own spaces' lists can still change.
+    let mine = SpaceTag::of("mine-0");
+    a.set_access(list(1, mine, 2, &[1, 2, 3])).await.unwrap();
+    a.close().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_keys_from_one_address_cannot_register_spaces_past_its_limit() {
+    let relay = Running::start_with(None, |o| o.max_spaces_per_address = 3).await;
+    for n in 1..=3u8 {
+        let c = client(&relay, n).await;
+        let space = SpaceTag::of(&format!("fresh-{n}"));
+        c.set_access(list(n, space, 1, &[n])).await.unwrap();
+        c.close().await;
+    }
+    for n in 4..=5u8 {
+        let c = client(&relay, n).await;
+        let space = SpaceTag::of(&format!("fresh-{n}"));
+        assert_eq!(
+            refusal(c.set_access(list(n, space, 1, &[n])).await),
+            TOO_MANY_SPACES_ADDRESS
+        );
+        c.close().await;
+    }
+    // A device at another address is still served.
+    let other = client_from(&relay, 6, 2).await.unwrap();
+    let space = SpaceTag::of("fresh-6");
+    other.set_access(list(6, space, 1, &[6])).await.unwrap();
+    assert_eq!(other.post(space, b"hello").await.unwrap(), 1);
+    other.close().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_storage_cap_refuses_a_post_and_keeps_what_is_kept() {
+    let relay = Running::start_with(None, |o| o.max_storage_bytes = 1 << 20).await;
+    let (ours, theirs) = (SpaceTag::of("cap-ours"), SpaceTag::of("cap-theirs"));
+    let (a, b) = (client(&relay, 1).await, client(&relay, 2).await);
+    register(&a, ours, &[1, 2]).await;
+    let part: Vec<u8> = (0..600 * 1024).map(|i| (i % 241) as u8).collect();
+    assert_eq!(a.post(ours, &part).await.unwrap(), 1);
+
+    // Another couple fills the rest: refused, from the post's first bytes
+    // (its bundle is larger than a QUIC window).
+    let c = client(&relay, 3).await;
+    c.set_access(list(3, theirs, 1, &[3, 4])).await.unwrap();
+    assert_eq!(refusal(c.post(theirs, &part).await), RELAY_FULL);
+    assert_eq!(refusal(a.post(ours, &part).await), RELAY_FULL, "for everyone");
+
+    // What was kept is whole.
+    let (items, _) = b.fetch(ours, 0, NO_WAIT).await.unwrap();
+    assert_eq!(items.len(), 1);
+    assert!(items[0].1 == part, "the kept bundle came back altered");
+    // Once delivered, there is room again.
+    b.fetch(ours, 1, NO_WAIT).await.unwrap();
+    assert_eq!(c.post(theirs, &part).await.unwrap(), 1);
+    for x in [a, b, c] {
+        x.close().await;
+    }
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_handshakes_from_one_address_is_refused_while_another_is_served() {
+    let relay = Running::start_with(None, |o| {
+        o.gate = GateLimits {
+            handshake_burst: 4,
+            // Nothing earned back within the test.
+            handshakes_per_minute: 1,
+            ..GateLimits::default()
+        }
+    })
+    .await;
+    let mut held = Vec::new();
+    for n in 1..=4u8 {
+        let started = Instant::now();
+        held.push(client(&relay, n).await);
+        println!(
+            "connect {n} (address retry and handshake): {:?}",
+            started.elapsed()
+        );
+    }
+    // Fresh keys cannot get around it, and the refusal says what happened.
+    for n in 5..=6u8 {
+        let started = Instant::now();
+        let refused = RelayClient::connect(relay.addr, &secret(n)).await;
+        println!("refused connect {n}: {:?}", started.elapsed());
+        assert_eq!(refusal(refused), CONNECTION_REFUSED);
+    }
+    // Another address is served, and so are the connections already open.
+    let other = client_from(&relay, 7, 3).await.unwrap();
+    assert_eq!(other.access(SpaceTag::of("burst")).await.unwrap(), None);
+    assert_eq!(held[0].access(SpaceTag::of("burst")).await.unwrap(), None);
+    other.close().await;
+    for c in held {
+        c.close().await;
+    }
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_keys_from_one_address_cannot_take_every_connection() {
+    let relay = Running::start_with(None, |o| {
+        o.gate = GateLimits {
+            connections_per_address: 3,
+            ..GateLimits::default()
+        }
+    })
+    .await;
+    let mut held = Vec::new();
+    for n in 1..=3u8 {
+        held.push(client(&relay, n).await);
+    }
+    let refused = RelayClient::connect(relay.addr, &secret(4)).await;
+    assert_eq!(refusal(refused), CONNECTION_REFUSED);
+    let other = client_from(&relay, 5, 4).await.unwrap();
+    assert_eq!(other.access(SpaceTag::of("slots")).await.unwrap(), None);
+    // A closed connection frees its slot (once the relay has seen it close).
+    held.pop().unwrap().close().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let again = loop {
+        match RelayClient::connect(relay.addr, &secret(4)).await {
+            Ok(c) => break c,
+            Err(e) => assert!(Instant::now() < deadline, "the slot was never freed: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    again.close().await;
+    other.close().await;
+    for c in held {
+        c.close().await;
+    }
     relay.stop().await;
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use duet_model::DeviceId;
 use duet_sync::proto::relay::{MAX_FETCH_ITEMS, SignedAccess, SpaceTag};
 
-use super::{Fetched, RelayStore, StoreError, delivered_upto};
+use super::{Fetched, Registered, Registrant, RelayStore, StoreError, delivered_upto};
 
 /// A bundle and what the relay knows of it.
 #[derive(Debug)]
@@ -22,12 +22,20 @@ struct Space {
     last_seq: u64,
     bundles: BTreeMap<u64, Kept>,
     acks: HashMap<DeviceId, u64>,
+    registrant: Registrant,
 }
 
 /// A [`RelayStore`] in memory.
 #[derive(Debug, Default)]
 pub struct MemoryRelayStore {
     spaces: HashMap<SpaceTag, Space>,
+    /// Bytes of bundles and access lists over all spaces.
+    used: u64,
+}
+
+/// An access list's stored size, as the SQLite store counts it.
+fn list_size(access: &SignedAccess) -> u64 {
+    access.to_bytes().map_or(0, |b| b.len() as u64)
 }
 
 impl MemoryRelayStore {
@@ -42,17 +50,23 @@ impl MemoryRelayStore {
 }
 
 impl Space {
-    fn expire(&mut self, now_ms: u64, retention_ms: u64) -> usize {
+    /// Deletes what has expired; returns how many bundles and their bytes.
+    fn expire(&mut self, now_ms: u64, retention_ms: u64) -> (usize, u64) {
         let before = self.bundles.len();
+        let mut bytes = 0u64;
         let cutoff = now_ms.checked_sub(retention_ms);
         let (listed, acks) = (&self.access.devices, &self.acks);
         self.bundles.retain(|seq, kept| {
             let old = cutoff.is_some_and(|c| kept.posted_ms <= c);
             let delivered = delivered_upto(listed, &kept.poster, |d| acks.get(d).copied().unwrap_or(0))
                 .is_some_and(|upto| *seq <= upto);
-            !(old || delivered)
+            let gone = old || delivered;
+            if gone {
+                bytes += kept.bytes.len() as u64;
+            }
+            !gone
         });
-        before - self.bundles.len()
+        (before - self.bundles.len(), bytes)
     }
 }
 
@@ -61,14 +75,27 @@ impl RelayStore for MemoryRelayStore {
         Ok(self.spaces.get(space).map(|s| s.access.clone()))
     }
 
-    fn set_access(&mut self, access: &SignedAccess, replaces: Option<u64>) -> Result<bool, StoreError> {
+    fn set_access(
+        &mut self,
+        access: &SignedAccess,
+        replaces: Option<u64>,
+        by: &Registrant,
+    ) -> Result<bool, StoreError> {
         let current = self.spaces.get(&access.space).map(|s| s.access.serial);
         if current != replaces {
             return Ok(false);
         }
+        let size = list_size(access);
         match self.spaces.get_mut(&access.space) {
-            Some(s) => s.access = access.clone(),
+            Some(s) => {
+                self.used = self
+                    .used
+                    .saturating_sub(list_size(&s.access))
+                    .saturating_add(size);
+                s.access = access.clone();
+            }
             None => {
+                self.used = self.used.saturating_add(size);
                 self.spaces.insert(
                     access.space,
                     Space {
@@ -76,11 +103,25 @@ impl RelayStore for MemoryRelayStore {
                         last_seq: 0,
                         bundles: BTreeMap::new(),
                         acks: HashMap::new(),
+                        registrant: *by,
                     },
                 );
             }
         }
         Ok(true)
+    }
+
+    fn registered(&mut self, by: &Registrant) -> Result<Registered, StoreError> {
+        let mut r = Registered::default();
+        for s in self.spaces.values() {
+            r.by_device += u64::from(s.registrant.device == by.device);
+            r.from_source += u64::from(s.registrant.source == by.source);
+        }
+        Ok(r)
+    }
+
+    fn total_usage(&mut self) -> Result<u64, StoreError> {
+        Ok(self.used)
     }
 
     fn append(
@@ -90,9 +131,10 @@ impl RelayStore for MemoryRelayStore {
         bundle: &[u8],
         now_ms: u64,
     ) -> Result<u64, StoreError> {
-        let s = self.space(space)?;
+        let s = self.spaces.get_mut(space).ok_or(StoreError::UnknownSpace)?;
         let seq = s.last_seq.checked_add(1).ok_or(StoreError::Overflow)?;
         s.last_seq = seq;
+        self.used = self.used.saturating_add(bundle.len() as u64);
         s.bundles.insert(
             seq,
             Kept {
@@ -153,17 +195,19 @@ impl RelayStore for MemoryRelayStore {
         now_ms: u64,
         retention_ms: u64,
     ) -> Result<usize, StoreError> {
-        Ok(match space {
+        let (count, bytes) = match space {
             Some(tag) => self
                 .spaces
                 .get_mut(tag)
                 .map(|s| s.expire(now_ms, retention_ms))
-                .unwrap_or(0),
+                .unwrap_or((0, 0)),
             None => self
                 .spaces
                 .values_mut()
                 .map(|s| s.expire(now_ms, retention_ms))
-                .sum(),
-        })
+                .fold((0, 0), |(c, b), (c2, b2)| (c + c2, b + b2)),
+        };
+        self.used = self.used.saturating_sub(bytes);
+        Ok(count)
     }
 }

@@ -13,7 +13,9 @@
 //!
 //! | object | holds | written with |
 //! | --- | --- | --- |
-//! | `spaces/<tag>/access` | the signed access list ([`SignedAccess::to_bytes`]) | a conditional put (if-match the version read, or if-none-match for a new space): [`RelayStore::set_access`]'s `replaces` |
+//! | `spaces/<tag>/access` | the signed access list ([`SignedAccess::to_bytes`]), with its [`Registrant`] as object metadata | a conditional put (if-match the version read, or if-none-match for a new space): [`RelayStore::set_access`]'s `replaces` |
+//! | `registrants/<device>/<tag>`, `sources/<source>/<tag>` | nothing: a marker per registered space | a plain put after the space's `access` is won |
+//! | `usage` | bytes of bundles and access lists kept, over all spaces | a compare-and-swap, like `seq` |
 //! | `spaces/<tag>/seq` | the last sequence number given out | a conditional put (compare-and-swap from the value read), retried on conflict: two relay nodes never hand out one number twice |
 //! | `spaces/<tag>/bundles/<seq>` | one bundle, with its poster and post time as object metadata; `<seq>` zero-padded to 20 digits so listing is in order | a plain put after the seq is won |
 //! | `spaces/<tag>/acks/<device>` | the highest seq the device acknowledged | a conditional put that only raises it |
@@ -22,12 +24,15 @@
 //! `<after>`; [`RelayStore::usage`] sums the listed sizes (or keeps a counter
 //! object); retention is a lifecycle rule on `bundles/` or the same listing
 //! by age; delivered bundles are deleted by listing them against the acks.
-//! The quota check then races between nodes by at most one bundle per node,
-//! which is fine for a storage bound.
+//! [`RelayStore::registered`] counts the two marker listings. The quota,
+//! storage and registration checks then race between nodes by at most one
+//! bundle or space per node, which is fine for a bound.
 
 mod memory;
 mod sqlite;
 
+use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use duet_model::DeviceId;
@@ -36,6 +41,66 @@ use duet_sync::proto::relay::{SignedAccess, SpaceTag};
 pub use memory::MemoryRelayStore;
 pub use sqlite::SqliteRelayStore;
 pub(crate) use sqlite::private_dir;
+
+/// Where a request came from, as the relay's per-address limits count it:
+/// an IPv4 address, or the /64 prefix of an IPv6 one (a single host is
+/// commonly given a whole /64, so counting its addresses one by one would
+/// count nothing). 16 bytes: IPv4 as an IPv4-mapped IPv6 address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Source(pub [u8; 16]);
+
+impl Source {
+    /// The source `ip` counts as.
+    pub fn of(ip: IpAddr) -> Source {
+        match ip {
+            IpAddr::V4(v4) => Source(v4.to_ipv6_mapped().octets()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Source(v4.to_ipv6_mapped().octets()),
+                None => {
+                    let mut b = v6.octets();
+                    b[8..].fill(0);
+                    Source(b)
+                }
+            },
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v6 = std::net::Ipv6Addr::from(self.0);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => write!(f, "{v4}"),
+            None => write!(f, "{v6}/64"),
+        }
+    }
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Source({self})")
+    }
+}
+
+/// Who registered a space: the device that set its first access list, and
+/// where that device connected from. Kept with the space, so that the
+/// relay's per-device and per-address limits hold across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registrant {
+    /// The registering device.
+    pub device: DeviceId,
+    /// Its network source.
+    pub source: Source,
+}
+
+/// How many spaces a [`Registrant`]'s device and source have registered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Registered {
+    /// Spaces registered by the device.
+    pub by_device: u64,
+    /// Spaces registered from the source, by any device.
+    pub from_source: u64,
+}
 
 /// Bundles handed out by [`RelayStore::fetch`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -101,8 +166,22 @@ pub trait RelayStore: Send {
     /// Stores `access` as its space's list if the current list's serial is
     /// `replaces` (`None`: the space has no list yet). Returns whether it was
     /// stored: a compare-and-swap, so that concurrent writers cannot both win.
-    /// The caller has checked the signature and the rules.
-    fn set_access(&mut self, access: &SignedAccess, replaces: Option<u64>) -> Result<bool, StoreError>;
+    /// A new space is recorded as registered `by` (kept for good; a
+    /// replaced list keeps its space's registrant). The caller has checked
+    /// the signature and the rules.
+    fn set_access(
+        &mut self,
+        access: &SignedAccess,
+        replaces: Option<u64>,
+        by: &Registrant,
+    ) -> Result<bool, StoreError>;
+
+    /// How many spaces `by`'s device and `by`'s source registered.
+    fn registered(&mut self, by: &Registrant) -> Result<Registered, StoreError>;
+
+    /// Bytes the relay keeps over all spaces: bundles and access lists
+    /// ([`SignedAccess::to_bytes`]).
+    fn total_usage(&mut self) -> Result<u64, StoreError>;
 
     /// Keeps `bundle`, posted by `poster` at `now_ms`, under the space's next
     /// sequence number, which it returns. [`StoreError::UnknownSpace`] if the
@@ -176,6 +255,27 @@ mod tests {
 
     const SPACE: SpaceTag = SpaceTag([5; 16]);
 
+    fn by(n: u8, ip: [u8; 4]) -> Registrant {
+        Registrant {
+            device: dev(n),
+            source: Source::of(IpAddr::from(ip)),
+        }
+    }
+
+    fn list_of(space: SpaceTag, serial: u64, devices: &[u8]) -> SignedAccess {
+        SignedAccess::sign(
+            &secret(devices[0]),
+            space,
+            serial,
+            devices.iter().map(|d| dev(*d)),
+        )
+        .unwrap()
+    }
+
+    fn size(a: &SignedAccess) -> u64 {
+        a.to_bytes().unwrap().len() as u64
+    }
+
     fn list(serial: u64, devices: &[u8]) -> SignedAccess {
         SignedAccess::sign(
             &secret(devices[0]),
@@ -187,23 +287,55 @@ mod tests {
     }
 
     fn contract(s: &mut dyn RelayStore) {
+        let me = by(1, [10, 0, 0, 1]);
+        assert_eq!(s.total_usage().unwrap(), 0);
+        assert_eq!(s.registered(&me).unwrap(), Registered::default());
         assert_eq!(s.access(&SPACE).unwrap(), None);
         assert!(matches!(
             s.append(&SPACE, &dev(1), b"x", 0),
             Err(StoreError::UnknownSpace)
         ));
         // Compare-and-swap on the serial.
-        assert!(!s.set_access(&list(1, &[1, 2]), Some(0)).unwrap());
-        assert!(s.set_access(&list(1, &[1, 2]), None).unwrap());
-        assert!(!s.set_access(&list(2, &[1, 2]), None).unwrap());
-        assert!(s.set_access(&list(2, &[1, 2, 3]), Some(1)).unwrap());
+        assert!(!s.set_access(&list(1, &[1, 2]), Some(0), &me).unwrap());
+        assert!(s.set_access(&list(1, &[1, 2]), None, &me).unwrap());
+        assert!(!s.set_access(&list(2, &[1, 2]), None, &me).unwrap());
+        // A replacement keeps the space's registrant.
+        assert!(
+            s.set_access(&list(2, &[1, 2, 3]), Some(1), &by(2, [10, 0, 0, 2]))
+                .unwrap()
+        );
         assert_eq!(s.access(&SPACE).unwrap(), Some(list(2, &[1, 2, 3])));
+        let lists = size(&list(2, &[1, 2, 3]));
+        assert_eq!(s.total_usage().unwrap(), lists);
+
+        // Registrations are counted by device and by source.
+        let other = SpaceTag([6; 16]);
+        assert!(
+            s.set_access(&list_of(other, 1, &[2]), None, &by(2, [10, 0, 0, 1]))
+                .unwrap()
+        );
+        let lists = lists + size(&list_of(other, 1, &[2]));
+        assert_eq!(
+            s.registered(&me).unwrap(),
+            Registered {
+                by_device: 1,
+                from_source: 2
+            }
+        );
+        assert_eq!(
+            s.registered(&by(2, [10, 0, 0, 2])).unwrap(),
+            Registered {
+                by_device: 1,
+                from_source: 0
+            }
+        );
 
         // Sequence numbers grow from 1.
         assert_eq!(s.append(&SPACE, &dev(1), b"one", 10).unwrap(), 1);
         assert_eq!(s.append(&SPACE, &dev(2), b"two", 20).unwrap(), 2);
         assert_eq!(s.append(&SPACE, &dev(1), &[7; 100], 30).unwrap(), 3);
         assert_eq!(s.usage(&SPACE).unwrap(), 106);
+        assert_eq!(s.total_usage().unwrap(), lists + 106);
 
         // Fetch skips the asker's own bundles and respects the byte budget,
         // but always hands out the first.
@@ -253,10 +385,11 @@ mod tests {
         // Numbers are never reused once bundles are gone.
         assert_eq!(s.expire(None, 10_000, 1000).unwrap(), 1);
         assert_eq!(s.usage(&SPACE).unwrap(), 0);
+        assert_eq!(s.total_usage().unwrap(), lists, "deleted bundles are uncounted");
         assert_eq!(s.append(&SPACE, &dev(1), b"five", 10_000).unwrap(), 5);
 
         // A list naming only the poster delivers nothing.
-        assert!(s.set_access(&list(3, &[1]), Some(2)).unwrap());
+        assert!(s.set_access(&list(3, &[1]), Some(2), &me).unwrap());
         assert_eq!(s.expire(None, 10_001, 1000).unwrap(), 0);
         assert_eq!(s.usage(&SPACE).unwrap(), 4);
     }
@@ -278,12 +411,21 @@ mod tests {
         let path = dir.path().join("relay");
         {
             let mut s = SqliteRelayStore::open(&path).unwrap();
-            s.set_access(&list(1, &[1, 2]), None).unwrap();
+            s.set_access(&list(1, &[1, 2]), None, &by(1, [10, 0, 0, 1]))
+                .unwrap();
             s.append(&SPACE, &dev(1), b"kept", 5).unwrap();
             s.ack(&SPACE, &dev(2), 0).unwrap();
         }
         let mut s = SqliteRelayStore::open(&path).unwrap();
         assert_eq!(s.access(&SPACE).unwrap(), Some(list(1, &[1, 2])));
+        assert_eq!(
+            s.registered(&by(1, [10, 0, 0, 1])).unwrap(),
+            Registered {
+                by_device: 1,
+                from_source: 1
+            }
+        );
+        assert_eq!(s.total_usage().unwrap(), size(&list(1, &[1, 2])) + 4);
         assert_eq!(
             s.fetch(&SPACE, 0, &dev(2), 100).unwrap().items,
             vec![(1, b"kept".to_vec())]
@@ -296,6 +438,51 @@ mod tests {
             assert_eq!(mode(&path), 0o700);
             assert_eq!(mode(&path.join(sqlite::DB_FILE)), 0o600);
         }
+    }
+
+    #[test]
+    fn sqlite_store_migrates_a_version_1_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay");
+        private_dir(&path).unwrap();
+        {
+            let conn = rusqlite::Connection::open(path.join(sqlite::DB_FILE)).unwrap();
+            conn.execute_batch(sqlite::SCHEMA_V1).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO spaces (tag, access, last_seq) VALUES (?1, ?2, 1)",
+                rusqlite::params![&SPACE.0[..], list(1, &[1, 2]).to_bytes().unwrap()],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO bundles (space, seq, poster, posted_ms, size, bytes) VALUES (?1, 1, ?2, 0, 3, x'010203')",
+                rusqlite::params![&SPACE.0[..], &dev(1).as_bytes()[..]],
+            )
+            .unwrap();
+        }
+        let mut s = SqliteRelayStore::open(&path).unwrap();
+        assert_eq!(s.total_usage().unwrap(), size(&list(1, &[1, 2])) + 3);
+        assert_eq!(
+            s.registered(&by(1, [10, 0, 0, 1])).unwrap(),
+            Registered::default(),
+            "an old space counts for no one"
+        );
+        assert_eq!(s.append(&SPACE, &dev(1), b"next", 6).unwrap(), 2);
+        assert_eq!(s.total_usage().unwrap(), size(&list(1, &[1, 2])) + 7);
+    }
+
+    #[test]
+    fn sources_count_ipv4_hosts_and_ipv6_prefixes() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(Source::of(v4), Source::of(mapped));
+        assert_ne!(Source::of(v4), Source::of("192.0.2.8".parse().unwrap()));
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert_eq!(Source::of(a), Source::of(b), "one /64");
+        assert_ne!(Source::of(a), Source::of("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(Source::of(v4).to_string(), "192.0.2.7");
+        assert_eq!(Source::of(a).to_string(), "2001:db8:1:2::/64");
     }
 
     #[test]

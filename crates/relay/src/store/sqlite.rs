@@ -14,15 +14,15 @@ use duet_model::DeviceId;
 use duet_sync::proto::relay::{MAX_FETCH_ITEMS, SignedAccess, SpaceTag};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use super::{Fetched, RelayStore, StoreError, delivered_upto};
+use super::{Fetched, Registered, Registrant, RelayStore, StoreError, delivered_upto};
 
 /// The database's file name inside the data folder.
 pub(crate) const DB_FILE: &str = "relay.db";
 
 /// The schema this build writes.
-const SCHEMA: i64 = 1;
+const SCHEMA: i64 = 2;
 
-const SCHEMA_V1: &str = "
+pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE spaces (
     tag BLOB PRIMARY KEY NOT NULL,   -- the 16-byte space tag
     access BLOB NOT NULL,            -- the signed access list (SignedAccess::to_bytes)
@@ -45,6 +45,31 @@ CREATE TABLE acks (
     upto INTEGER NOT NULL,
     PRIMARY KEY (space, device)
 ) WITHOUT ROWID;
+";
+
+/// Version 2: who registered each space (for the per-device and
+/// per-address limits) and the bytes kept over all spaces (for the storage
+/// cap), kept by triggers so no write path can miss it. Spaces registered
+/// before it count for no device or address.
+const SCHEMA_V2: &str = "
+ALTER TABLE spaces ADD COLUMN registrar BLOB;  -- the registering device's key
+ALTER TABLE spaces ADD COLUMN source BLOB;     -- its network source (16 bytes, see Source)
+CREATE INDEX spaces_by_registrar ON spaces (registrar);
+CREATE INDEX spaces_by_source ON spaces (source);
+CREATE TABLE usage (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    bytes INTEGER NOT NULL           -- bundles' sizes and access lists' lengths, over all spaces
+);
+INSERT INTO usage (one, bytes) VALUES (1,
+    (SELECT coalesce(sum(size), 0) FROM bundles) + (SELECT coalesce(sum(length(access)), 0) FROM spaces));
+CREATE TRIGGER usage_bundle_in AFTER INSERT ON bundles
+    BEGIN UPDATE usage SET bytes = bytes + NEW.size; END;
+CREATE TRIGGER usage_bundle_out AFTER DELETE ON bundles
+    BEGIN UPDATE usage SET bytes = bytes - OLD.size; END;
+CREATE TRIGGER usage_space_in AFTER INSERT ON spaces
+    BEGIN UPDATE usage SET bytes = bytes + length(NEW.access); END;
+CREATE TRIGGER usage_space_set AFTER UPDATE OF access ON spaces
+    BEGIN UPDATE usage SET bytes = bytes + length(NEW.access) - length(OLD.access); END;
 ";
 
 /// How long a write waits for another connection's lock.
@@ -118,6 +143,9 @@ impl SqliteRelayStore {
             let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             if found == 0 {
                 tx.execute_batch(SCHEMA_V1)?;
+            }
+            if found < 2 {
+                tx.execute_batch(SCHEMA_V2)?;
                 tx.pragma_update(None, "user_version", SCHEMA)?;
             }
             tx.commit()?;
@@ -174,7 +202,12 @@ impl RelayStore for SqliteRelayStore {
         self.named(r)
     }
 
-    fn set_access(&mut self, access: &SignedAccess, replaces: Option<u64>) -> Result<bool, StoreError> {
+    fn set_access(
+        &mut self,
+        access: &SignedAccess,
+        replaces: Option<u64>,
+        by: &Registrant,
+    ) -> Result<bool, StoreError> {
         let r = (|| {
             let bytes = access
                 .to_bytes()
@@ -189,8 +222,8 @@ impl RelayStore for SqliteRelayStore {
             }
             match current {
                 None => tx.execute(
-                    "INSERT INTO spaces (tag, access, last_seq) VALUES (?1, ?2, 0)",
-                    params![tag, bytes],
+                    "INSERT INTO spaces (tag, access, last_seq, registrar, source) VALUES (?1, ?2, 0, ?3, ?4)",
+                    params![tag, bytes, &by.device.as_bytes()[..], &by.source.0[..]],
                 )?,
                 Some(_) => tx.execute(
                     "UPDATE spaces SET access = ?2 WHERE tag = ?1",
@@ -200,6 +233,29 @@ impl RelayStore for SqliteRelayStore {
             tx.commit()?;
             Ok(true)
         })();
+        self.named(r)
+    }
+
+    fn registered(&mut self, by: &Registrant) -> Result<Registered, StoreError> {
+        let r = (|| {
+            let count = |column: &str, key: &[u8]| -> Result<u64, StoreError> {
+                let sql = format!("SELECT count(*) FROM spaces WHERE {column} = ?1");
+                uint(self.conn.query_row(&sql, [key], |r| r.get(0))?)
+            };
+            Ok(Registered {
+                by_device: count("registrar", &by.device.as_bytes()[..])?,
+                from_source: count("source", &by.source.0[..])?,
+            })
+        })();
+        self.named(r)
+    }
+
+    fn total_usage(&mut self) -> Result<u64, StoreError> {
+        let r = self
+            .conn
+            .query_row("SELECT bytes FROM usage", [], |r| r.get::<_, i64>(0))
+            .map_err(StoreError::from)
+            .and_then(uint);
         self.named(r)
     }
 
