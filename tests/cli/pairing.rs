@@ -296,7 +296,7 @@ fn a_joiner_asking_for_the_hosts_seat_gets_the_seat_the_host_chose() {
         "stderr: {}",
         joined.stderr
     );
-    let (hosted, joined) = (last_json(&host.finish()), last_json(&joined));
+    let (hosted, joined) = (last_json(host.finish()), last_json(joined));
     assert_eq!((hosted["seat"].as_str(), joined["seat"].as_str()), (Some("b"), Some("b")));
     let blair_dev = device_id(&blair);
     assert!(

@@ -586,10 +586,11 @@ pub fn confirm(host: &mut Proc, joiner: &mut Proc) -> Option<Value> {
 
 /// The last line a finished `--json` run printed, parsed.
 #[track_caller]
-pub fn last_json(run: &Run) -> Value {
+pub fn last_json(run: Run) -> Value {
+    let args = run.args.clone();
     let out = run.success();
     serde_json::from_str(out.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("`duet {}` gave no JSON outcome ({e}):\n{out}", run.args))
+        .unwrap_or_else(|e| panic!("`duet {args}` gave no JSON outcome ({e}):\n{out}"))
 }
 
 /// Pairs `joiner` into `host`'s space as people do: `host_extra` goes to
@@ -605,8 +606,8 @@ pub fn pair_as(host: &TestHome, host_extra: &[&str], joiner: &TestHome, extra: &
     if confirm(&mut p, &mut j).is_none() {
         panic!("`pair join` failed before showing a phrase:\n{}", j.finish().stderr);
     }
-    let joined = last_json(&j.finish());
-    let hosted = last_json(&p.finish());
+    let joined = last_json(j.finish());
+    let hosted = last_json(p.finish());
     (hosted, joined)
 }
 
