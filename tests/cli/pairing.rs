@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::util::{
-    TestHome, confirm, device_id, devices, error_line, last_json, pair, pair_host, pair_own, serve, shared, str_of,
+    TestHome, confirm, device_id, devices, error_line, last_json, pair, pair_host, pair_own, serve, shared,
+    str_of,
 };
 
 /// A code for the same host that is surely wrong: the number changed.
@@ -289,7 +290,10 @@ fn a_joiner_asking_for_the_hosts_seat_gets_the_seat_the_host_chose() {
     let (mut host, code, addr) = pair_host(&alex);
     let mut join = blair.spawn(&["pair", "join", &code, &addr, "--same-person", "--json"]);
     let asked = confirm(&mut host, &mut join).expect("the joiner shows a phrase");
-    assert_eq!(asked["seat"], "b", "the host asks about its partner's device: {asked:#}");
+    assert_eq!(
+        asked["seat"], "b",
+        "the host asks about its partner's device: {asked:#}"
+    );
     let joined = join.finish();
     assert!(
         joined.stderr.contains("--same-person is ignored"),
@@ -297,10 +301,15 @@ fn a_joiner_asking_for_the_hosts_seat_gets_the_seat_the_host_chose() {
         joined.stderr
     );
     let (hosted, joined) = (last_json(host.finish()), last_json(joined));
-    assert_eq!((hosted["seat"].as_str(), joined["seat"].as_str()), (Some("b"), Some("b")));
+    assert_eq!(
+        (hosted["seat"].as_str(), joined["seat"].as_str()),
+        (Some("b"), Some("b"))
+    );
     let blair_dev = device_id(&blair);
     assert!(
-        devices(&alex).iter().any(|(id, seat, _)| *id == blair_dev && seat == "b"),
+        devices(&alex)
+            .iter()
+            .any(|(id, seat, _)| *id == blair_dev && seat == "b"),
         "{:?}",
         devices(&alex)
     );
@@ -325,16 +334,27 @@ fn the_host_records_nothing_until_its_person_says_yes_and_a_no_admits_no_one() {
         assert_eq!(asked["confirm"]["name"], "Blair");
         assert_eq!(asked["confirm"]["device_name"], "blair-laptop");
         // Both screens show the phrase; nothing is recorded while the person looks.
-        assert_eq!(alex.snapshot(), alex_before, "recorded before the phrase was compared");
+        assert_eq!(
+            alex.snapshot(),
+            alex_before,
+            "recorded before the phrase was compared"
+        );
         host.answer(answer);
         let host_err = error_line(&host.finish());
         let joiner_err = error_line(&join.finish());
-        assert!(host_err.contains("nothing was recorded"), "{answer:?}: host: {host_err}");
+        assert!(
+            host_err.contains("nothing was recorded"),
+            "{answer:?}: host: {host_err}"
+        );
         assert!(
             joiner_err.contains("declined") && joiner_err.contains("not confirmed"),
             "{answer:?}: joiner: {joiner_err}"
         );
-        assert_eq!(alex.snapshot(), alex_before, "{answer:?}: the host recorded the device");
+        assert_eq!(
+            alex.snapshot(),
+            alex_before,
+            "{answer:?}: the host recorded the device"
+        );
         assert_eq!(blair.snapshot(), blair_before, "{answer:?}: the joiner joined");
     }
     assert!(alex.json(&["status"])["partner"].is_null());
@@ -363,7 +383,9 @@ fn a_partners_second_device_pairs_from_the_partners_device_not_from_the_host() {
     alex.ok(&["sync", &server.addr]);
     let phone = device_id(&blair_phone);
     assert!(
-        devices(&alex).iter().any(|(id, seat, _)| *id == phone && seat == "b"),
+        devices(&alex)
+            .iter()
+            .any(|(id, seat, _)| *id == phone && seat == "b"),
         "{:?}",
         devices(&alex)
     );

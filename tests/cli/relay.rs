@@ -14,8 +14,8 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::util::{
-    RelayProc, Run, TestHome, confirm, contains_bytes, contains_raw, couple, device_id, error_line, eventually,
-    files_under, pair, pair_host, pair_own, serve, shared, str_of, titles,
+    RelayProc, Run, TestHome, confirm, contains_bytes, contains_raw, couple, device_id, error_line,
+    eventually, files_under, pair, pair_host, pair_own, serve, shared, str_of, titles,
 };
 
 /// A temporary folder for a relay: its data in `data/`, its stderr beside it.

@@ -604,7 +604,10 @@ pub fn pair_as(host: &TestHome, host_extra: &[&str], joiner: &TestHome, extra: &
     args.extend_from_slice(extra);
     let mut j = joiner.spawn(&args);
     if confirm(&mut p, &mut j).is_none() {
-        panic!("`pair join` failed before showing a phrase:\n{}", j.finish().stderr);
+        panic!(
+            "`pair join` failed before showing a phrase:\n{}",
+            j.finish().stderr
+        );
     }
     let joined = last_json(j.finish());
     let hosted = last_json(p.finish());

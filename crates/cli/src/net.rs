@@ -1,13 +1,15 @@
 //! The network commands: pair, sync, serve. Each runs the engine's async API on
 //! a tokio runtime made for the command.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
-use duet::{CONFIRM_TIMEOUT, Home, InitOptions, PAIR_TIMEOUT, PairHost, PendingJoin, ServeOptions, WhoseDevice};
+use duet::{
+    CONFIRM_TIMEOUT, Home, InitOptions, PAIR_TIMEOUT, PairHost, PendingJoin, ServeOptions, WhoseDevice,
+};
 
 use crate::args::PairCmd;
 
@@ -127,8 +129,13 @@ pub fn pair(dir: &Path, json: bool, cmd: PairCmd) -> Result<()> {
             let pending = rt.block_on(host.wait(PAIR_TIMEOUT))?;
             let (phrase, device) = (pending.phrase().to_string(), pending.device_name().to_string());
             let question = match whose {
-                WhoseDevice::Partner => format!("Does {}'s screen ({device}) show: {phrase}? [y/N] ", pending.name()),
-                WhoseDevice::Mine => format!("Does the screen of your device {device} show: {phrase}? [y/N] "),
+                WhoseDevice::Partner => format!(
+                    "Does {}'s screen ({device}) show: {phrase}? [y/N] ",
+                    pending.name()
+                ),
+                WhoseDevice::Mine => {
+                    format!("Does the screen of your device {device} show: {phrase}? [y/N] ")
+                }
             };
             say(
                 json,
@@ -142,7 +149,12 @@ pub fn pair(dir: &Path, json: bool, cmd: PairCmd) -> Result<()> {
                 format!("A device that knows the code is waiting.\n{question}"),
             )?;
             let no = "the phrase was not confirmed on the other device";
-            match rt.block_on(ask(&pending)) {
+            let answer = rt.block_on(ask(&pending));
+            if !json && !std::io::stdin().is_terminal() {
+                // The answer came from a pipe, not typed: end the question's line.
+                say(json, serde_json::Value::Null, "\n".into())?;
+            }
+            match answer {
                 Answer::Yes => {}
                 Answer::No => {
                     rt.block_on(pending.reject(no))?;

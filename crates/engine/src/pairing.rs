@@ -24,7 +24,8 @@ use duet_sync::net::driver::{self, Mode};
 use duet_sync::net::tls::{self, ALPN_PAIR, AnyDevice};
 use duet_sync::proto::frame::{Frame, FrameDecoder};
 use duet_sync::proto::pairing::{
-    JoinAccept, JoinRequest, JoinRequested, JoinerEvent, PairingCode, PairingError, PairingHost, PairingJoiner,
+    JoinAccept, JoinRequest, JoinRequested, JoinerEvent, PairingCode, PairingError, PairingHost,
+    PairingJoiner,
 };
 use duet_sync::proto::session::Session;
 use serde::Serialize;
@@ -123,7 +124,11 @@ async fn finish_and_wait(send: &mut quinn::SendStream) {
     }
 }
 
-async fn next_frame(recv: &mut quinn::RecvStream, decoder: &mut FrameDecoder, wait: Duration) -> Result<Frame> {
+async fn next_frame(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+    wait: Duration,
+) -> Result<Frame> {
     let mut buf = [0u8; 4096];
     loop {
         if let Some(f) = decoder.next_frame().map_err(net)? {
@@ -461,10 +466,14 @@ impl Home {
         }
         let partner = self.seat().other();
         let (members, name) = self.read(|doc| (Membership::of(doc), space::person(doc, partner).name))?;
-        if members.members().iter().any(|m| m.seat == partner && m.is_active()) {
+        if members
+            .members()
+            .iter()
+            .any(|m| m.seat == partner && m.is_active())
+        {
             return Err(ModelError::Refused(format!(
-                "{name} already has a device in this space, and a new device of {name}'s joins only \
-                 through one of {name}'s: pair it from {name}'s device (`duet pair host --own-device` there)"
+                "{name} already has a device in this space: {name}'s new devices pair from one of \
+                 {name}'s own devices (run `duet pair host --own-device` there)"
             ))
             .into());
         }
@@ -573,10 +582,12 @@ async fn join_on(
             Some(_) => READ_TIMEOUT,
             None => CONFIRM_TIMEOUT + READ_TIMEOUT,
         };
-        let frame = next_frame(&mut recv, &mut decoder, wait).await.map_err(|e| match (&show_phrase, e) {
-            (None, Error::Net(_)) => net(NOT_CONFIRMED),
-            (_, e) => e,
-        })?;
+        let frame = next_frame(&mut recv, &mut decoder, wait)
+            .await
+            .map_err(|e| match (&show_phrase, e) {
+                (None, Error::Net(_)) => net(NOT_CONFIRMED),
+                (_, e) => e,
+            })?;
         match joiner.handle(&frame) {
             Ok(Some(JoinerEvent::Paired(p))) => break p,
             Ok(Some(JoinerEvent::Confirmed { phrase })) => {

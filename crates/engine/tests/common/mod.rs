@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use automerge::ChangeHash;
 use duet::model::{DeviceId, IssueFilter, NewIssue};
 use duet::{
-    Home, InitOptions, PairHost, PairOutcome, PendingJoin, ServeOptions, SyncReport, WhoseDevice, pair_join, serve,
-    sync_once,
+    Home, InitOptions, PairHost, PairOutcome, PendingJoin, ServeOptions, SyncReport, WhoseDevice, pair_join,
+    serve, sync_once,
 };
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
