@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use automerge::{ChangeHash, ReadDoc};
 use duet::model::{IssueEdit, IssueFilter, IssueStatus, NewIssue, Outcome};
-use duet::{Home, InitOptions, PairHost, ServeOptions, Who};
+use duet::{Home, InitOptions, PairHost, ServeOptions, Who, WhoseDevice};
 
 /// Any error of the run.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -608,11 +608,24 @@ pub fn run(config: &Config) -> Result<Summary, BoxError> {
 
     // Pair, and raise the issue both sides will edit at once.
     rt.block_on(async {
-        let host = PairHost::bind(sam.clone(), "127.0.0.1:0".parse()?, None)?;
+        let host = PairHost::bind(sam.clone(), "127.0.0.1:0".parse()?, None, WhoseDevice::Partner)?;
         let (code, addr) = (host.code().to_string(), host.local_addr()?);
-        let hosting = tokio::spawn(host.run(Duration::from_secs(60)));
-        duet::pair_join(alex.clone(), &code, addr, false).await?;
-        hosting.await??;
+        let (show, shown) = tokio::sync::oneshot::channel();
+        let joiner = alex.clone();
+        let joining = tokio::spawn(async move {
+            duet::pair_join(joiner, &code, addr, move |p: &str| {
+                let _ = show.send(p.to_string());
+            })
+            .await
+        });
+        let asking = host.wait(Duration::from_secs(60)).await?;
+        // Both "screens" are here: admit only if they show the same phrase.
+        if shown.await? != asking.phrase() {
+            asking.reject("the phrases differ").await?;
+            return Err("pairing: the phrases differ".into());
+        }
+        asking.admit().await?;
+        joining.await??;
         Ok::<_, BoxError>(())
     })?;
     let hot = lock(&sam)?

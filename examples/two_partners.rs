@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use duet::model::{CheckInEntry, IssueEdit, IssueKind, IssueStatus, NewIssue, Rating, TimeKind};
-use duet::{ExportFormat, Home, InitOptions, PairHost, ServeOptions, Who};
+use duet::{ExportFormat, Home, InitOptions, PairHost, ServeOptions, Who, WhoseDevice};
 
 type Shared = Arc<Mutex<Home>>;
 
@@ -58,15 +58,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
     })?;
 
-    // Pairing: Sam's laptop hosts, Alex's joins with the code.
-    let host = PairHost::bind(sam.clone(), "127.0.0.1:0".parse()?, None)?;
+    // Pairing: Sam's laptop hosts (for Sam's partner), Alex's joins with the
+    // code. Both then show a phrase; Sam admits Alex's laptop only once the
+    // two screens show the same words.
+    let host = PairHost::bind(sam.clone(), "127.0.0.1:0".parse()?, None, WhoseDevice::Partner)?;
     let (code, addr) = (host.code().to_string(), host.local_addr()?);
     println!("Sam's laptop shows the pairing code {code} and waits at {addr}.");
-    let hosting = tokio::spawn(host.run(Duration::from_secs(60)));
-    let joined = duet::pair_join(alex.clone(), &code, addr, false).await?;
-    let hosted = hosting.await??;
+    let (show, alex_screen) = tokio::sync::oneshot::channel();
+    let joiner = alex.clone();
+    let joining = tokio::spawn(async move {
+        duet::pair_join(joiner, &code, addr, move |phrase: &str| {
+            let _ = show.send(phrase.to_string());
+        })
+        .await
+    });
+    let asking = host.wait(Duration::from_secs(60)).await?;
+    let on_alex = alex_screen.await?;
     println!(
-        "Paired. Both laptops show the phrase \"{}\" / \"{}\": the same, so no one is in between.\n",
+        "Sam's laptop asks: does {}'s screen show \"{}\"? Alex's shows \"{on_alex}\".",
+        asking.name(),
+        asking.phrase()
+    );
+    let hosted = if asking.phrase() == on_alex {
+        asking.admit().await?
+    } else {
+        asking.reject("the phrases differ").await?;
+        return Err("the phrases differ: someone is in between".into());
+    };
+    let joined = joining.await??;
+    println!(
+        "Paired. Both laptops showed the phrase \"{}\" / \"{}\": the same, so no one is in between.\n",
         hosted.phrase, joined.phrase
     );
 

@@ -853,7 +853,6 @@ fn code(s: &str) -> PairingCode {
 /// The request the harness's joiner sends.
 pub fn join_request() -> JoinRequest {
     JoinRequest {
-        same_person: false,
         name: "Alex".into(),
         device_name: "Alex's phone".into(),
     }

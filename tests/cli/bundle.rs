@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::util::{TestHome, couple, device_id, pair, serve, shared, str_of, titles};
+use crate::util::{TestHome, couple, device_id, pair, pair_own, serve, shared, str_of, titles};
 
 /// `path` as a command-line argument.
 fn arg(path: &std::path::Path) -> &str {
@@ -154,7 +154,7 @@ fn bundles_imported_out_of_order_wait_then_apply() {
     let blair = TestHome::named("Blair", "blair-laptop");
     let phone = TestHome::named("Blair", "blair-phone");
     pair(&alex, &blair, &[]);
-    pair(&blair, &phone, &["--same-person"]);
+    pair_own(&blair, &phone, &[]);
 
     let first_issue = alex.add_issue("First batch");
     alex.ok(&["issue", "note", &first_issue, "Note of the first batch"]);

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::{TestHome, device_id, devices, error_line, pair, pair_host, serve, shared, str_of};
+use crate::util::{
+    TestHome, confirm, device_id, devices, error_line, last_json, pair, pair_host, pair_own, serve, shared,
+    str_of,
+};
 
 /// A code for the same host that is surely wrong: the number changed.
 fn wrong(code: &str) -> String {
@@ -212,14 +215,14 @@ fn a_wrong_code_error_says_its_cause_once() {
 }
 
 #[test]
-fn same_person_joins_in_the_hosts_seat_and_three_devices_converge() {
+fn an_own_device_joins_in_the_hosts_seat_and_three_devices_converge() {
     let alex_laptop = TestHome::named("Alex", "alex-laptop");
     let alex_phone = TestHome::uninit();
     let blair = TestHome::named("Blair", "blair-laptop");
     let chores = alex_laptop.add_issue("Chores split");
 
-    // Alex's phone joins as another device of Alex (creating its home).
-    let (hosted, joined) = pair(&alex_laptop, &alex_phone, &["--same-person", "--name", "Alex"]);
+    // Alex's laptop pairs another device of Alex: the phone (creating its home).
+    let (hosted, joined) = pair_own(&alex_laptop, &alex_phone, &["--name", "Alex"]);
     assert_eq!(joined["phrase"], hosted["phrase"]);
     assert_eq!(
         (hosted["seat"].as_str(), joined["seat"].as_str()),
@@ -276,4 +279,114 @@ fn same_person_joins_in_the_hosts_seat_and_three_devices_converge() {
     let all = shared(&alex_laptop);
     assert_eq!(shared(&alex_phone), all);
     assert_eq!(shared(&blair), all);
+}
+
+#[test]
+fn a_joiner_asking_for_the_hosts_seat_gets_the_seat_the_host_chose() {
+    // Version 1 let the joiner say "same person" and took the host's seat:
+    // a partner (or a stranger with the code) could sit as the host's person.
+    let alex = TestHome::named("Alex", "alex-laptop");
+    let blair = TestHome::named("Blair", "blair-laptop");
+    let (mut host, code, addr) = pair_host(&alex);
+    let mut join = blair.spawn(&["pair", "join", &code, &addr, "--same-person", "--json"]);
+    let asked = confirm(&mut host, &mut join).expect("the joiner shows a phrase");
+    assert_eq!(
+        asked["seat"], "b",
+        "the host asks about its partner's device: {asked:#}"
+    );
+    let joined = join.finish();
+    assert!(
+        joined.stderr.contains("--same-person is ignored"),
+        "stderr: {}",
+        joined.stderr
+    );
+    let (hosted, joined) = (last_json(host.finish()), last_json(joined));
+    assert_eq!(
+        (hosted["seat"].as_str(), joined["seat"].as_str()),
+        (Some("b"), Some("b"))
+    );
+    let blair_dev = device_id(&blair);
+    assert!(
+        devices(&alex)
+            .iter()
+            .any(|(id, seat, _)| *id == blair_dev && seat == "b"),
+        "{:?}",
+        devices(&alex)
+    );
+    assert_eq!(alex.json(&["status"])["me"]["seat"], "a");
+}
+
+#[test]
+fn the_host_records_nothing_until_its_person_says_yes_and_a_no_admits_no_one() {
+    let alex = TestHome::named("Alex", "alex-laptop");
+    let blair = TestHome::named("Blair", "blair-laptop");
+    alex.add_issue("Chores split");
+    blair.add_issue("Screens in bed");
+    let (alex_before, blair_before) = (alex.snapshot(), blair.snapshot());
+    // A no, an empty line, and the end of input (a script with nothing to
+    // say) all turn the device away.
+    for answer in ["n\n", "\n", ""] {
+        let (mut host, code, addr) = pair_host(&alex);
+        let mut join = blair.spawn(&["pair", "join", &code, &addr, "--json"]);
+        let shown: Value = serde_json::from_str(&join.line()).expect("JSON");
+        let asked = host.json_line();
+        assert_eq!(asked["confirm"]["phrase"], shown["phrase"], "{asked:#} {shown:#}");
+        assert_eq!(asked["confirm"]["name"], "Blair");
+        assert_eq!(asked["confirm"]["device_name"], "blair-laptop");
+        // Both screens show the phrase; nothing is recorded while the person looks.
+        assert_eq!(
+            alex.snapshot(),
+            alex_before,
+            "recorded before the phrase was compared"
+        );
+        host.answer(answer);
+        let host_err = error_line(&host.finish());
+        let joiner_err = error_line(&join.finish());
+        assert!(
+            host_err.contains("nothing was recorded"),
+            "{answer:?}: host: {host_err}"
+        );
+        assert!(
+            joiner_err.contains("declined") && joiner_err.contains("not confirmed"),
+            "{answer:?}: joiner: {joiner_err}"
+        );
+        assert_eq!(
+            alex.snapshot(),
+            alex_before,
+            "{answer:?}: the host recorded the device"
+        );
+        assert_eq!(blair.snapshot(), blair_before, "{answer:?}: the joiner joined");
+    }
+    assert!(alex.json(&["status"])["partner"].is_null());
+}
+
+#[test]
+fn a_partners_second_device_pairs_from_the_partners_device_not_from_the_host() {
+    let alex = TestHome::named("Alex", "alex-laptop");
+    let blair = TestHome::named("Blair", "blair-laptop");
+    let blair_phone = TestHome::uninit();
+    pair(&alex, &blair, &[]);
+    let before = alex.snapshot();
+
+    // Alex's laptop may not put a device in Blair's seat now: refused before a code is shown.
+    let refused = alex.fail(&["pair", "host", "--listen", "127.0.0.1:0"]);
+    assert!(
+        refused.contains("Blair already has a device") && refused.contains("--own-device"),
+        "{refused}"
+    );
+    assert_eq!(alex.snapshot(), before);
+
+    // From Blair's laptop, the phone joins Blair's seat, and Alex learns of it by syncing.
+    let (_, joined) = pair_own(&blair, &blair_phone, &["--name", "Blair"]);
+    assert_eq!(joined["seat"], "b");
+    let server = serve(&blair, &[]);
+    alex.ok(&["sync", &server.addr]);
+    let phone = device_id(&blair_phone);
+    assert!(
+        devices(&alex)
+            .iter()
+            .any(|(id, seat, _)| *id == phone && seat == "b"),
+        "{:?}",
+        devices(&alex)
+    );
 }

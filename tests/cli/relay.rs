@@ -14,8 +14,8 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::util::{
-    RelayProc, Run, TestHome, contains_bytes, contains_raw, couple, device_id, error_line, eventually,
-    files_under, pair, pair_host, serve, shared, str_of, titles,
+    RelayProc, Run, TestHome, confirm, contains_bytes, contains_raw, couple, device_id, error_line,
+    eventually, files_under, pair, pair_host, pair_own, serve, shared, str_of, titles,
 };
 
 /// A temporary folder for a relay: its data in `data/`, its stderr beside it.
@@ -91,8 +91,10 @@ fn two_homes_never_running_together_converge_through_the_relay() {
     let alex = TestHome::named("Alex", "alex-laptop");
     let blair = TestHome::named("Blair", "blair-laptop");
     // Paired by hand, to know the address Blair remembers (and cannot reach).
-    let (host, code, pair_addr) = pair_host(&alex);
-    blair.json(&["pair", "join", &code, &pair_addr]);
+    let (mut host, code, pair_addr) = pair_host(&alex);
+    let mut join = blair.spawn(&["pair", "join", &code, &pair_addr, "--json"]);
+    confirm(&mut host, &mut join).expect("the joiner shows a phrase");
+    join.finish().success();
     host.finish().success();
 
     let weekend = str_of(
@@ -264,7 +266,7 @@ fn three_devices_with_a_relay(relay: &str) -> (TestHome, TestHome, TestHome) {
     let blair = TestHome::named("Blair", "blair-laptop");
     laptop.add_issue("Chores split");
     laptop.ok(&["sync", "--relay", relay, "--no-discovery"]);
-    pair(&laptop, &phone, &["--same-person"]);
+    pair_own(&laptop, &phone, &[]);
     pair(&laptop, &blair, &[]);
     // The laptop tells the relay about the new devices.
     laptop.ok(&["sync", "--no-discovery"]);

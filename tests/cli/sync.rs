@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::util::{
-    TestHome, contains_bytes, couple, device_id, error_line, pair, serve, shared, str_of, titles,
+    TestHome, contains_bytes, couple, device_id, error_line, pair, pair_own, serve, shared, str_of, titles,
 };
 
 /// The values of the conflict on `field` of `issue`, as (value, seat, name).
@@ -166,7 +166,7 @@ fn three_devices() -> (TestHome, TestHome, TestHome) {
     let phone = TestHome::named("Alex", "alex-phone");
     let blair = TestHome::named("Blair", "blair-laptop");
     laptop.add_issue("Chores split");
-    pair(&laptop, &phone, &["--same-person"]);
+    pair_own(&laptop, &phone, &[]);
     pair(&laptop, &blair, &[]);
     (laptop, phone, blair)
 }

@@ -334,6 +334,7 @@ impl TestHome {
 /// and reaps it, so a failing test never leaves one behind.
 pub struct Proc {
     child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
     args: String,
     lines: std::sync::mpsc::Receiver<String>,
     reader: Option<std::thread::JoinHandle<()>>,
@@ -355,10 +356,12 @@ impl Proc {
             cmd.env("RUST_LOG", filter);
         }
         let mut child = cmd
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(file))
             .spawn()
             .expect("cannot spawn the duet binary");
+        let stdin = child.stdin.take();
         let out = child.stdout.take().expect("piped stdout");
         let (tx, lines) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
@@ -371,6 +374,7 @@ impl Proc {
         });
         Proc {
             child,
+            stdin,
             args: args.join(" "),
             lines,
             reader: Some(reader),
@@ -409,6 +413,36 @@ impl Proc {
                 self.stderr()
             ),
         }
+    }
+
+    /// The next line on stdout, or `None` if the process closed its stdout
+    /// (it exited) first; panics if neither happens within [`PROC_TIMEOUT`].
+    #[track_caller]
+    pub fn try_line(&mut self) -> Option<String> {
+        match self.lines.recv_timeout(PROC_TIMEOUT) {
+            Ok(l) => {
+                self.seen.push(l.clone());
+                Some(l)
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(e) => panic!(
+                "`duet {}` printed no line ({e:?}); stdout so far:\n{}\nstderr:\n{}",
+                self.args,
+                self.seen.join("\n"),
+                self.stderr()
+            ),
+        }
+    }
+
+    /// Writes `text` to the process's standard input and closes it (so a
+    /// reader sees the end after it).
+    #[track_caller]
+    pub fn answer(&mut self, text: &str) {
+        use std::io::Write;
+        let mut stdin = self.stdin.take().expect("stdin was already answered");
+        stdin
+            .write_all(text.as_bytes())
+            .unwrap_or_else(|e| panic!("cannot write to `duet {}`: {e}", self.args));
     }
 
     /// The next line on stdout, parsed as JSON.
@@ -514,29 +548,83 @@ pub fn error_line(run: &Run) -> String {
     lines[0].to_string()
 }
 
-/// Starts `duet pair host --listen 127.0.0.1:0 --json` on `host`; returns the
-/// process, the code and the address from its first line.
+/// Starts `duet pair host --listen 127.0.0.1:0 --json` on `host` (`extra`
+/// goes to it, such as `--own-device`); returns the process, the code and the
+/// address from its first line.
 #[track_caller]
-pub fn pair_host(host: &TestHome) -> (Proc, String, String) {
-    let mut p = host.spawn(&["pair", "host", "--listen", "127.0.0.1:0", "--json"]);
+pub fn pair_host_with(host: &TestHome, extra: &[&str]) -> (Proc, String, String) {
+    let mut args = vec!["pair", "host", "--listen", "127.0.0.1:0", "--json"];
+    args.extend_from_slice(extra);
+    let mut p = host.spawn(&args);
     let first = p.json_line();
     let (code, addr) = (str_of(&first, "code"), str_of(&first, "address"));
     (p, code, addr)
 }
 
-/// Pairs `joiner` into `host`'s space (`extra` goes to `pair join`, such as
-/// `--same-person`); both must succeed. Returns what each printed as JSON
-/// (host, joiner).
+/// [`pair_host_with`] for the partner's device.
+#[track_caller]
+pub fn pair_host(host: &TestHome) -> (Proc, String, String) {
+    pair_host_with(host, &[])
+}
+
+/// Does what the two people do once both screens show a phrase: reads the
+/// host's question and the joiner's phrase (both `--json`), checks they show
+/// the same words, and answers `y` on the host. Returns the host's question.
+/// `None` if the joiner exited before showing a phrase (the host then asked
+/// nothing).
+#[track_caller]
+pub fn confirm(host: &mut Proc, joiner: &mut Proc) -> Option<Value> {
+    let shown: Value = serde_json::from_str(&joiner.try_line()?).expect("the joiner's phrase line is JSON");
+    let asked = host.json_line();
+    assert_eq!(
+        asked["confirm"]["phrase"], shown["phrase"],
+        "the two screens show different phrases"
+    );
+    host.answer("y\n");
+    Some(asked["confirm"].clone())
+}
+
+/// The last line a finished `--json` run printed, parsed.
+#[track_caller]
+pub fn last_json(run: Run) -> Value {
+    let args = run.args.clone();
+    let out = run.success();
+    serde_json::from_str(out.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("`duet {args}` gave no JSON outcome ({e}):\n{out}"))
+}
+
+/// Pairs `joiner` into `host`'s space as people do: `host_extra` goes to
+/// `pair host` (such as `--own-device`), `extra` to `pair join` (such as
+/// `--name`); the phrases are compared and the host answers yes. Both must
+/// succeed. Returns what each printed last as JSON (host, joiner).
+#[track_caller]
+pub fn pair_as(host: &TestHome, host_extra: &[&str], joiner: &TestHome, extra: &[&str]) -> (Value, Value) {
+    let (mut p, code, addr) = pair_host_with(host, host_extra);
+    let mut args = vec!["pair", "join", code.as_str(), addr.as_str(), "--json"];
+    args.extend_from_slice(extra);
+    let mut j = joiner.spawn(&args);
+    if confirm(&mut p, &mut j).is_none() {
+        panic!(
+            "`pair join` failed before showing a phrase:\n{}",
+            j.finish().stderr
+        );
+    }
+    let joined = last_json(j.finish());
+    let hosted = last_json(p.finish());
+    (hosted, joined)
+}
+
+/// Pairs `joiner` into `host`'s space as the partner's device (`extra` goes
+/// to `pair join`). See [`pair_as`].
 #[track_caller]
 pub fn pair(host: &TestHome, joiner: &TestHome, extra: &[&str]) -> (Value, Value) {
-    let (p, code, addr) = pair_host(host);
-    let mut args = vec!["pair", "join", code.as_str(), addr.as_str()];
-    args.extend_from_slice(extra);
-    let joined = joiner.json(&args);
-    let out = p.finish().success();
-    let hosted: Value = serde_json::from_str(out.lines().nth(1).unwrap_or_default())
-        .unwrap_or_else(|e| panic!("`pair host` gave no JSON outcome ({e}):\n{out}"));
-    (hosted, joined)
+    pair_as(host, &[], joiner, extra)
+}
+
+/// Pairs another device of `host`'s person (`pair host --own-device`).
+#[track_caller]
+pub fn pair_own(host: &TestHome, joiner: &TestHome, extra: &[&str]) -> (Value, Value) {
+    pair_as(host, &["--own-device"], joiner, extra)
 }
 
 /// A running `duet serve --listen 127.0.0.1:0`, and the address it reported.

@@ -431,7 +431,8 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:7480";
 /// `duet pair ...`
 #[derive(Debug, Subcommand)]
 pub enum PairCmd {
-    /// Wait for one device to pair, showing the code to type on it
+    /// Wait for one device to pair, showing the code to type on it; admit it
+    /// once you confirm that its screen shows the same phrase as this one
     Host {
         /// Where to listen
         #[arg(long, default_value = DEFAULT_LISTEN)]
@@ -439,6 +440,9 @@ pub enum PairCmd {
         /// Use this code instead of a new random one
         #[arg(long)]
         code: Option<String>,
+        /// Pair another device of yours (by default: your partner's first device)
+        #[arg(long)]
+        own_device: bool,
     },
     /// Join the space of a device running `duet pair host`
     Join {
@@ -446,8 +450,8 @@ pub enum PairCmd {
         code: String,
         /// Its address (host:port)
         addr: String,
-        /// Join as another device of the same person (not as the partner)
-        #[arg(long)]
+        /// Ignored: the host chooses whose device this is (`pair host --own-device`)
+        #[arg(long, hide = true)]
         same_person: bool,
         /// Your name, when this device has no home yet (one is created)
         #[arg(long)]

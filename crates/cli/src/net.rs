@@ -1,13 +1,15 @@
 //! The network commands: pair, sync, serve. Each runs the engine's async API on
 //! a tokio runtime made for the command.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, anyhow};
-use duet::{Home, InitOptions, PAIR_TIMEOUT, PairHost, ServeOptions};
+use anyhow::{Context, Result, anyhow, bail};
+use duet::{
+    CONFIRM_TIMEOUT, Home, InitOptions, PAIR_TIMEOUT, PairHost, PendingJoin, ServeOptions, WhoseDevice,
+};
 
 use crate::args::PairCmd;
 
@@ -45,35 +47,148 @@ fn moved(r: &duet::SyncReport) -> String {
     )
 }
 
+/// What the host's person answered when asked to compare the phrase.
+enum Answer {
+    Yes,
+    No,
+    /// Standard input ended (or failed) before a line came.
+    Nothing,
+    /// No line within [`CONFIRM_TIMEOUT`].
+    Late,
+    /// The joining device gave up first.
+    Gone,
+}
+
+/// The longest answer line read; the rest is not looked at.
+const MAX_ANSWER: u64 = 256;
+
+/// Reads one line from standard input (a terminal or a pipe) for up to
+/// [`CONFIRM_TIMEOUT`], unless the joining device gives up first. Only `y` or
+/// `yes` is a yes.
+async fn ask(pending: &PendingJoin) -> Answer {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // A thread of its own: a blocking read cannot be cancelled, and a tokio
+    // blocking task would hold the runtime open at exit.
+    std::thread::spawn(move || {
+        use std::io::{BufRead, Read};
+        let mut line = String::new();
+        let read = std::io::stdin().lock().take(MAX_ANSWER).read_line(&mut line);
+        let _ = tx.send(read.map(|n| (n, line)));
+    });
+    tokio::select! {
+        got = tokio::time::timeout(CONFIRM_TIMEOUT, rx) => match got {
+            Err(_) => Answer::Late,
+            Ok(Ok(Ok((n, line)))) if n > 0 => {
+                if matches!(line.trim().to_lowercase().as_str(), "y" | "yes") {
+                    Answer::Yes
+                } else {
+                    Answer::No
+                }
+            }
+            Ok(_) => Answer::Nothing,
+        },
+        () = pending.cancelled() => Answer::Gone,
+    }
+}
+
 /// `duet pair host|join`
 pub fn pair(dir: &Path, json: bool, cmd: PairCmd) -> Result<()> {
     let rt = runtime()?;
     match cmd {
-        PairCmd::Host { listen, code } => {
+        PairCmd::Host {
+            listen,
+            code,
+            own_device,
+        } => {
             let home = Arc::new(Mutex::new(Home::open(dir)?));
             let code = code
                 .map(|c| c.parse().map_err(|e| anyhow!("invalid pairing code: {e}")))
                 .transpose()?;
+            let whose = if own_device {
+                WhoseDevice::Mine
+            } else {
+                WhoseDevice::Partner
+            };
             let _guard = rt.enter();
-            let host = PairHost::bind(home, address(&listen)?, code)?;
+            let host = PairHost::bind(home, address(&listen)?, code, whose)?;
             let addr = host.local_addr()?;
             let code = host.code().to_string();
+            let pairing = match whose {
+                WhoseDevice::Partner => "your partner's device",
+                WhoseDevice::Mine => "another device of yours",
+            };
             say(
                 json,
-                serde_json::json!({ "code": code, "address": addr.to_string() }),
+                serde_json::json!({ "code": code, "address": addr.to_string(), "pairing": whose }),
                 format!(
-                    "Pairing code: {code}\nWaiting at {addr} for up to {} minutes. On the other device run:\n  duet pair join {code} <this device's address>:{}\n",
+                    "Pairing {pairing}. Pairing code: {code}\nWaiting at {addr} for up to {} minutes. On the other device run:\n  duet pair join {code} <this device's address>:{}\n",
                     PAIR_TIMEOUT.as_secs() / 60,
                     addr.port()
                 ),
             )?;
-            let outcome = rt.block_on(host.run(PAIR_TIMEOUT))?;
+            let pending = rt.block_on(host.wait(PAIR_TIMEOUT))?;
+            let (phrase, device) = (pending.phrase().to_string(), pending.device_name().to_string());
+            let question = match whose {
+                WhoseDevice::Partner => format!(
+                    "Does {}'s screen ({device}) show: {phrase}? [y/N] ",
+                    pending.name()
+                ),
+                WhoseDevice::Mine => {
+                    format!("Does the screen of your device {device} show: {phrase}? [y/N] ")
+                }
+            };
+            say(
+                json,
+                serde_json::json!({ "confirm": {
+                    "phrase": phrase,
+                    "name": pending.name(),
+                    "device_name": device,
+                    "seat": pending.seat(),
+                    "peer": pending.peer(),
+                } }),
+                format!("A device that knows the code is waiting.\n{question}"),
+            )?;
+            let no = "the phrase was not confirmed on the other device";
+            let answer = rt.block_on(ask(&pending));
+            if !json && !std::io::stdin().is_terminal() {
+                // The answer came from a pipe, not typed: end the question's line.
+                say(json, serde_json::Value::Null, "\n".into())?;
+            }
+            match answer {
+                Answer::Yes => {}
+                Answer::No => {
+                    rt.block_on(pending.reject(no))?;
+                    bail!(
+                        "you did not confirm the phrase, so nothing was recorded; if the screens showed \
+                         different phrases, something between the devices may be intercepting: pair again \
+                         on a network you trust"
+                    );
+                }
+                Answer::Nothing => {
+                    rt.block_on(pending.reject(no))?;
+                    bail!(
+                        "no answer came on standard input, so nothing was recorded; run `duet pair host` \
+                         again and answer y once both screens show the same phrase"
+                    );
+                }
+                Answer::Late => {
+                    rt.block_on(pending.reject("the phrase was not confirmed in time"))?;
+                    bail!(
+                        "no answer within {} seconds, so nothing was recorded; run `duet pair host` again",
+                        CONFIRM_TIMEOUT.as_secs()
+                    );
+                }
+                Answer::Gone => {
+                    bail!("the other device gave up before you answered; nothing was recorded")
+                }
+            }
+            let outcome = rt.block_on(pending.admit())?;
             say(
                 json,
                 serde_json::to_value(&outcome)?,
                 format!(
-                    "Paired with {} (partner {}).\nVerification phrase: {}\nCheck that the other device shows the same phrase.\n",
-                    outcome.device_name, outcome.seat, outcome.phrase
+                    "Paired with {} (partner {}).\n",
+                    outcome.device_name, outcome.seat
                 ),
             )
         }
@@ -83,6 +198,12 @@ pub fn pair(dir: &Path, json: bool, cmd: PairCmd) -> Result<()> {
             same_person,
             name,
         } => {
+            if same_person {
+                eprintln!(
+                    "note: --same-person is ignored: the host chooses whose device this is \
+                     (`duet pair host --own-device` pairs another device of its person)"
+                );
+            }
             let home = match (Home::open(dir), name) {
                 (Ok(h), _) => h,
                 (Err(duet::Error::Store(duet::store::StoreError::NoHome(_))), Some(name)) => Home::init(
@@ -96,15 +217,24 @@ pub fn pair(dir: &Path, json: bool, cmd: PairCmd) -> Result<()> {
             };
             let home = Arc::new(Mutex::new(home));
             let addr = address(&addr)?;
-            let outcome = rt.block_on(duet::pair_join(home, &code, addr, same_person))?;
+            let show = |phrase: &str| {
+                // A failed write to stdout shows again at the end; pairing goes on.
+                let _ = say(
+                    json,
+                    serde_json::json!({ "phrase": phrase }),
+                    format!(
+                        "Verification phrase: {phrase}\nCompare this phrase with the other screen; waiting for it to be confirmed there.\n"
+                    ),
+                );
+            };
+            let outcome = rt.block_on(duet::pair_join(home, &code, addr, show))?;
             let summary = outcome.sync.as_ref().map(moved).unwrap_or_default();
             say(
                 json,
                 serde_json::to_value(&outcome)?,
                 format!(
-                    "Paired: this device is now in the space as partner {}.\nVerification phrase: {}\nCheck that the other device shows the same phrase.\nFirst sync: {summary}.\n{}",
+                    "Confirmed. This device is now in the space as partner {}.\nFirst sync: {summary}.\n{}",
                     outcome.seat,
-                    outcome.phrase,
                     if outcome.imported > 0 {
                         format!(
                             "Brought {} of this device's entries into the shared space.\n",

@@ -56,7 +56,9 @@ pub use error::{Error, Result};
 pub use export::{Export, ExportFormat};
 pub use home::{Home, InitOptions, LogLine, Status, Who, this_week};
 pub use lan::discover;
-pub use pairing::{PAIR_TIMEOUT, PairHost, PairOutcome, pair_join};
+pub use pairing::{
+    CONFIRM_TIMEOUT, PAIR_TIMEOUT, PairHost, PairOutcome, PendingJoin, WhoseDevice, pair_join,
+};
 pub use relay::{RelayReport, relay_sync};
 pub use sync::{ServeOptions, SyncReport, serve, sync_once};
 

@@ -1,18 +1,21 @@
-//! Pairing: how a partner's device (or another device of the same person) joins
-//! the space.
+//! Pairing: how a partner's first device (or another device of the host's own
+//! person) joins the space.
 //!
-//! The host binds, prints a short code and its address, and waits for one
-//! connection. TLS accepts any device key here (ALPN `duet-pair/1`); the SPAKE2
-//! exchange over the connection, bound to that TLS session, is what proves the
-//! two devices share the code. After it, the host adds the joiner's device to
-//! the space (a signed change like any other), and the joiner syncs the whole
-//! space on a second stream. A joiner that had written entries in a space of its
-//! own brings them along: they are copied into the shared space, with their
-//! ids and times, and synced back on a third stream.
+//! The host chooses whose device it pairs ([`WhoseDevice`]), binds, prints a
+//! short code and its address, and waits for one connection. TLS accepts any
+//! device key here (ALPN `duet-pair/2`); the SPAKE2 exchange over the
+//! connection, bound to that TLS session, is what proves the two devices share
+//! the code. Then both show the same phrase, and the host waits
+//! ([`PendingJoin`]) for its person to confirm that the other screen shows it.
+//! Only then does the host add the joiner's device to the space (a signed
+//! change like any other, in the seat the host chose) and let it in; the joiner
+//! syncs the whole space on a second stream. A joiner that had written entries
+//! in a space of its own brings them along: they are copied into the shared
+//! space, with their ids and times, and synced back on a third stream.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use duet_model::{
     CheckInEntry, Editor, IssueStatus, ModelError, NewIssue, Outcome, Owner, Rating, Seat, space,
@@ -21,7 +24,8 @@ use duet_sync::net::driver::{self, Mode};
 use duet_sync::net::tls::{self, ALPN_PAIR, AnyDevice};
 use duet_sync::proto::frame::{Frame, FrameDecoder};
 use duet_sync::proto::pairing::{
-    JoinAccept, JoinRequest, JoinerEvent, PairingCode, PairingError, PairingHost, PairingJoiner,
+    JoinAccept, JoinRequest, JoinRequested, JoinerEvent, PairingCode, PairingError, PairingHost,
+    PairingJoiner,
 };
 use duet_sync::proto::session::Session;
 use serde::Serialize;
@@ -40,6 +44,10 @@ const BINDING_LABEL: &[u8] = b"duet pairing channel binding v1";
 /// The private key under which a joining home keeps its previous space until
 /// its entries are copied into the shared one.
 const PENDING_IMPORT: &str = "pending_import";
+
+/// What the joiner says when no answer came while the phrase was compared.
+const NOT_CONFIRMED: &str = "the other device did not confirm the phrase (no answer, or the connection dropped): \
+     this device did not join; start again with a new code";
 
 fn encode_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -116,13 +124,17 @@ async fn finish_and_wait(send: &mut quinn::SendStream) {
     }
 }
 
-async fn next_frame(recv: &mut quinn::RecvStream, decoder: &mut FrameDecoder) -> Result<Frame> {
+async fn next_frame(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+    wait: Duration,
+) -> Result<Frame> {
     let mut buf = [0u8; 4096];
     loop {
         if let Some(f) = decoder.next_frame().map_err(net)? {
             return Ok(f);
         }
-        let read = tokio::time::timeout(Duration::from_secs(30), recv.read(&mut buf))
+        let read = tokio::time::timeout(wait, recv.read(&mut buf))
             .await
             .map_err(|_| Error::Net("the other device stopped responding during pairing".into()))?
             .map_err(net)?;
@@ -137,26 +149,56 @@ async fn next_frame(recv: &mut quinn::RecvStream, decoder: &mut FrameDecoder) ->
     }
 }
 
+/// Whose device the host pairs: the host chooses, the joiner cannot ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhoseDevice {
+    /// The partner's first device: the seat of the other person.
+    Partner,
+    /// Another device of the host's own person: the host's seat.
+    Mine,
+}
+
 /// A host waiting for one device to pair.
 #[derive(Debug)]
 pub struct PairHost {
     endpoint: quinn::Endpoint,
     code: PairingCode,
     home: Arc<Mutex<Home>>,
+    whose: WhoseDevice,
 }
 
 impl PairHost {
-    /// Binds `listen` with a new code (or `code`).
-    pub fn bind(home: Arc<Mutex<Home>>, listen: SocketAddr, code: Option<PairingCode>) -> Result<PairHost> {
+    /// Binds `listen` with a new code (or `code`), to pair a device of `whose`.
+    ///
+    /// A device joins a seat only through a device of that seat: the host may
+    /// pair its own person's devices, and the partner's *first* device. Once
+    /// the partner has an active device, their next one pairs from one of
+    /// theirs, so pairing it here is refused before any code is shown.
+    pub fn bind(
+        home: Arc<Mutex<Home>>,
+        listen: SocketAddr,
+        code: Option<PairingCode>,
+        whose: WhoseDevice,
+    ) -> Result<PairHost> {
+        let secret = {
+            let mut h = lock(&home)?;
+            h.may_pair(whose)?;
+            h.store_mut().device_secret()?
+        };
         let code = match code {
             Some(c) => c,
             None => new_code()?,
         };
-        let secret = lock(&home)?.store_mut().device_secret()?;
         let config = tls::server_config(&secret, Arc::new(AnyDevice), &[ALPN_PAIR]).map_err(net)?;
         let endpoint = quinn::Endpoint::server(config, listen)
             .map_err(|e| net(format!("cannot listen on {listen}: {e}")))?;
-        Ok(PairHost { endpoint, code, home })
+        Ok(PairHost {
+            endpoint,
+            code,
+            home,
+            whose,
+        })
     }
 
     /// The code to tell the other device.
@@ -169,10 +211,12 @@ impl PairHost {
         self.endpoint.local_addr().map_err(net)
     }
 
-    /// Waits (up to `timeout`) for one device, pairs it, and serves its first
-    /// sync. The code is spent whatever happens.
-    pub async fn run(self, timeout: Duration) -> Result<PairOutcome> {
-        let result = tokio::time::timeout(timeout, self.run_inner())
+    /// Waits (up to `timeout`) for one device that proves it knows the code
+    /// over its connection, and returns it, waiting for the host's person to
+    /// compare the phrase. Nothing is recorded yet. The code is spent whatever
+    /// happens.
+    pub async fn wait(self, timeout: Duration) -> Result<PendingJoin> {
+        let result = tokio::time::timeout(timeout, self.wait_inner())
             .await
             .unwrap_or_else(|_| {
                 Err(Error::Net(format!(
@@ -180,23 +224,38 @@ impl PairHost {
                     timeout.as_secs()
                 )))
             });
-        self.endpoint.close(0u32.into(), b"pairing over");
-        self.endpoint.wait_idle().await;
-        result
+        match result {
+            Ok(pending) => Ok(pending),
+            Err(e) => {
+                self.endpoint.close(0u32.into(), b"pairing over");
+                self.endpoint.wait_idle().await;
+                Err(e)
+            }
+        }
     }
 
-    async fn run_inner(&self) -> Result<PairOutcome> {
+    async fn wait_inner(&self) -> Result<PendingJoin> {
         let incoming = self
             .endpoint
             .accept()
             .await
             .ok_or_else(|| Error::Net("the pairing endpoint closed".into()))?;
-        let conn = incoming.await.map_err(net)?;
+        let conn = incoming.await.map_err(|e| {
+            if tls::is_alpn_refusal(&e) {
+                net(OTHER_VERSION_JOINER)
+            } else {
+                net(e)
+            }
+        })?;
         let peer = tls::peer_device(&conn).ok_or_else(|| net("the other device presented no key"))?;
         let (mut send, mut recv) = conn.accept_bi().await.map_err(net)?;
-        let (me, space_id, my_seat) = {
+        let (me, space_id, seat) = {
             let mut h = lock(&self.home)?;
-            (h.device_id(), h.space_id()?, h.seat())
+            let seat = match self.whose {
+                WhoseDevice::Mine => h.seat(),
+                WhoseDevice::Partner => h.seat().other(),
+            };
+            (h.device_id(), h.space_id()?, seat)
         };
         let mut host = PairingHost::new(&self.code, me, peer, binding(&conn)?, random()?);
         let mut decoder = FrameDecoder::new();
@@ -205,13 +264,12 @@ impl PairHost {
             if let Err(e) = send_all(&mut send, || host.poll_transmit()).await {
                 tracing::debug!(error = %e, "pairing peer stopped reading");
             }
-            let frame = next_frame(&mut recv, &mut decoder).await?;
+            let frame = next_frame(&mut recv, &mut decoder, READ_TIMEOUT).await?;
             match host.handle(&frame) {
                 Ok(Some(r)) => break r,
                 Ok(None) => {}
                 Err(e) => {
                     // Deliver the Abort before closing, so both sides name the cause.
-                    // A peer that stopped reading may have sent an Abort: read on to find it.
                     if let Err(e) = send_all(&mut send, || host.poll_transmit()).await {
                         tracing::debug!(error = %e, "pairing peer stopped reading");
                     }
@@ -220,30 +278,144 @@ impl PairHost {
                 }
             }
         };
-        let seat = if requested.request.same_person {
-            my_seat
-        } else {
-            my_seat.other()
-        };
+        Ok(PendingJoin {
+            endpoint: self.endpoint.clone(),
+            conn,
+            send,
+            host,
+            requested,
+            seat,
+            whose: self.whose,
+            space_id,
+            home: self.home.clone(),
+            asked_at: Instant::now(),
+        })
+    }
+}
+
+/// What a host says when a device of another duet version tried to pair.
+const OTHER_VERSION_JOINER: &str = "a device running another version of duet tried to pair: \
+     update duet on both devices and start again";
+/// What a joiner says when the host runs another duet version.
+const OTHER_VERSION_HOST: &str = "the other device runs another version of duet, which pairs \
+     differently: update duet on both devices and start again";
+
+/// How long one step of the exchange may wait for the other device.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the host's person has to compare the phrase and answer. The joiner
+/// waits this long and a little more; [`PendingJoin::admit`] after it turns the
+/// joiner away instead.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A device that knows the code, waiting for the host's person to compare the
+/// phrase on both screens. Nothing is recorded and nothing is granted until
+/// [`admit`](Self::admit); [`reject`](Self::reject) (or dropping it) turns the
+/// device away. Show [`phrase`](Self::phrase) with the joiner's names and ask
+/// whether the other screen shows the same words: the phrase is what tells the
+/// host's person that the device at the other end is the one they mean.
+pub struct PendingJoin {
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    host: PairingHost,
+    requested: JoinRequested,
+    seat: Seat,
+    whose: WhoseDevice,
+    space_id: String,
+    home: Arc<Mutex<Home>>,
+    asked_at: Instant,
+}
+
+impl std::fmt::Debug for PendingJoin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingJoin")
+            .field("peer", &self.requested.peer)
+            .field("request", &self.requested.request)
+            .field("seat", &self.seat)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingJoin {
+    /// The four words both screens show.
+    pub fn phrase(&self) -> &str {
+        &self.requested.phrase
+    }
+
+    /// The person's name, as the joining device gives it (unverified: the
+    /// phrase is the check).
+    pub fn name(&self) -> &str {
+        &self.requested.request.name
+    }
+
+    /// The joining device's name, as it gives it.
+    pub fn device_name(&self) -> &str {
+        &self.requested.request.device_name
+    }
+
+    /// The joining device's key.
+    pub fn peer(&self) -> duet_model::DeviceId {
+        self.requested.peer
+    }
+
+    /// The seat it will take: the host's choice.
+    pub fn seat(&self) -> Seat {
+        self.seat
+    }
+
+    /// Whose device it will be.
+    pub fn whose(&self) -> WhoseDevice {
+        self.whose
+    }
+
+    /// Completes when the joining device gives up (it closed the connection):
+    /// an app may race it against its question.
+    pub async fn cancelled(&self) {
+        self.conn.closed().await;
+    }
+
+    /// The host's person confirmed the phrase: records the device in the
+    /// space, lets it in, and serves its first sync.
+    pub async fn admit(mut self) -> Result<PairOutcome> {
+        let result = self.admit_inner().await;
+        self.close().await;
+        result
+    }
+
+    async fn admit_inner(&mut self) -> Result<PairOutcome> {
+        if self.asked_at.elapsed() > CONFIRM_TIMEOUT {
+            self.turn_away("the phrase was not confirmed in time").await;
+            return Err(net(format!(
+                "the phrase was confirmed after {} seconds, when the other device had stopped waiting: \
+                 nothing was recorded; start again",
+                CONFIRM_TIMEOUT.as_secs()
+            )));
+        }
+        if self.conn.close_reason().is_some() {
+            return Err(net(GAVE_UP));
+        }
+        let (peer, seat) = (self.requested.peer, self.seat);
         let added = {
             let mut h = lock(&self.home)?;
-            h.admit(peer, seat, &requested.request)
+            // The space may have changed while the person looked (a sync).
+            h.may_pair(self.whose)
+                .and_then(|()| h.admit(peer, seat, self.whose, &self.requested.request))
         };
         if let Err(e) = added {
-            let _ = host.reject("the host could not record this device");
-            send_all(&mut send, || host.poll_transmit()).await?;
+            self.turn_away("the host could not record this device").await;
             return Err(e);
         }
-        let paired = host.accept(JoinAccept {
-            space_id,
+        let paired = self.host.accept(JoinAccept {
+            space_id: self.space_id.clone(),
             seat: seat.as_str().to_string(),
         })?;
-        send_all(&mut send, || host.poll_transmit()).await?;
-        let _ = send.finish();
+        send_all(&mut self.send, || self.host.poll_transmit()).await?;
+        let _ = self.send.finish();
         // Serve the joiner's syncs (the whole space, then what it brings) until
         // it closes the connection.
         let mut last = None;
-        while let Ok((send, recv)) = conn.accept_bi().await {
+        while let Ok((send, recv)) = self.conn.accept_bi().await {
             let session = lock(&self.home)?.session_with(peer)?;
             let report = driver::drive(session, send, recv, self.home.clone(), Mode::Answer).await?;
             last = Some(report.into());
@@ -252,18 +424,73 @@ impl PairHost {
             peer,
             phrase: paired.phrase,
             seat,
-            device_name: requested.request.device_name,
+            device_name: paired.request.device_name,
             sync: last,
             imported: 0,
         })
     }
+
+    /// The phrase was not confirmed (or the person said no): turns the device
+    /// away with `reason`, recording nothing.
+    pub async fn reject(mut self, reason: &str) -> Result<()> {
+        self.turn_away(reason).await;
+        self.close().await;
+        Ok(())
+    }
+
+    async fn turn_away(&mut self, reason: &str) {
+        if self.host.reject(reason).is_ok()
+            && send_all(&mut self.send, || self.host.poll_transmit())
+                .await
+                .is_ok()
+        {
+            finish_and_wait(&mut self.send).await;
+        }
+    }
+
+    async fn close(&self) {
+        self.conn.close(0u32.into(), b"pairing over");
+        self.endpoint.close(0u32.into(), b"pairing over");
+        self.endpoint.wait_idle().await;
+    }
 }
 
+const GAVE_UP: &str = "the other device gave up before the phrase was confirmed: nothing was recorded";
+
 impl Home {
+    /// Refuses to pair a partner's device when the partner already has one: a
+    /// device joins a seat only through a device of that seat.
+    fn may_pair(&mut self, whose: WhoseDevice) -> Result<()> {
+        if whose == WhoseDevice::Mine {
+            return Ok(());
+        }
+        let partner = self.seat().other();
+        let (members, name) = self.read(|doc| (Membership::of(doc), space::person(doc, partner).name))?;
+        if members
+            .members()
+            .iter()
+            .any(|m| m.seat == partner && m.is_active())
+        {
+            return Err(ModelError::Refused(format!(
+                "{name} already has a device in this space: {name}'s new devices pair from one of \
+                 {name}'s own devices (run `duet pair host --own-device` there)"
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
     /// Records a newly paired device in the space (and its person's name, for a
     /// partner joining for the first time).
-    fn admit(&mut self, device: duet_model::DeviceId, seat: Seat, request: &JoinRequest) -> Result<()> {
-        let needs_name = !request.same_person && self.read(|doc| space::partner_name(doc, seat).is_none())?;
+    fn admit(
+        &mut self,
+        device: duet_model::DeviceId,
+        seat: Seat,
+        whose: WhoseDevice,
+        request: &JoinRequest,
+    ) -> Result<()> {
+        let needs_name =
+            whose == WhoseDevice::Partner && self.read(|doc| space::partner_name(doc, seat).is_none())?;
         self.edit(|e| {
             e.add_device(device, seat, &request.device_name)?;
             if needs_name {
@@ -277,14 +504,17 @@ impl Home {
     }
 }
 
-/// Joins the space of the host at `addr` with `code`, as the host's partner or
-/// (`same_person`) as another device of the host's person. The home's own
-/// entries come along into the shared space.
+/// Joins the space of the host at `addr` with `code`, in the seat the host
+/// chooses (its partner's, or its own person's for another of their devices).
+/// Once the host is confirmed, `show_phrase` gets the phrase: show it, for the
+/// host's person to compare, while this waits for their answer (up to a little
+/// over [`CONFIRM_TIMEOUT`]). The home's own entries come along into the shared
+/// space.
 pub async fn pair_join(
     home: Arc<Mutex<Home>>,
     code: &str,
     addr: SocketAddr,
-    same_person: bool,
+    show_phrase: impl FnOnce(&str) + Send,
 ) -> Result<PairOutcome> {
     let code: PairingCode = code
         .parse()
@@ -303,14 +533,7 @@ pub async fn pair_join(
         let seat = h.seat();
         let name = h.read(|doc| space::person(doc, seat).name)?;
         let device_name = h.store_mut().device_name()?;
-        (
-            h.store_mut().device_secret()?,
-            JoinRequest {
-                same_person,
-                name,
-                device_name,
-            },
-        )
+        (h.store_mut().device_secret()?, JoinRequest { name, device_name })
     };
     let config = tls::client_config(&secret, Arc::new(AnyDevice), ALPN_PAIR).map_err(net)?;
     let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
@@ -323,8 +546,14 @@ pub async fn pair_join(
     let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
         .map_err(|_| net(format!("no answer from {addr}")))?
-        .map_err(|e| net(format!("cannot connect to {addr}: {e}")))?;
-    let result = join_on(&conn, home, code, request, secret.device_id()).await;
+        .map_err(|e| {
+            if tls::is_alpn_refusal(&e) {
+                net(OTHER_VERSION_HOST)
+            } else {
+                net(format!("cannot connect to {addr}: {e}"))
+            }
+        })?;
+    let result = join_on(&conn, home, code, request, secret.device_id(), show_phrase).await;
     conn.close(0u32.into(), b"done");
     endpoint.wait_idle().await;
     result
@@ -336,20 +565,41 @@ async fn join_on(
     code: PairingCode,
     request: JoinRequest,
     me: duet_model::DeviceId,
+    show_phrase: impl FnOnce(&str),
 ) -> Result<PairOutcome> {
     let peer = tls::peer_device(conn).ok_or_else(|| net("the other device presented no key"))?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(net)?;
     let mut joiner = PairingJoiner::new(&code, me, peer, binding(conn)?, request, random()?)?;
     let mut decoder = FrameDecoder::new();
+    let mut show_phrase = Some(show_phrase);
     let paired = loop {
         // A peer that stopped reading may have sent an Abort: read on to find it.
         if let Err(e) = send_all(&mut send, || joiner.poll_transmit()).await {
             tracing::debug!(error = %e, "pairing peer stopped reading");
         }
-        let frame = next_frame(&mut recv, &mut decoder).await?;
+        // Once the phrase is shown, a person on the other side is comparing it.
+        let wait = match show_phrase {
+            Some(_) => READ_TIMEOUT,
+            None => CONFIRM_TIMEOUT + READ_TIMEOUT,
+        };
+        let frame = next_frame(&mut recv, &mut decoder, wait)
+            .await
+            .map_err(|e| match (&show_phrase, e) {
+                (None, Error::Net(_)) => net(NOT_CONFIRMED),
+                (_, e) => e,
+            })?;
         match joiner.handle(&frame) {
             Ok(Some(JoinerEvent::Paired(p))) => break p,
-            Ok(Some(JoinerEvent::Confirmed { .. })) | Ok(None) => {}
+            Ok(Some(JoinerEvent::Confirmed { phrase })) => {
+                // Send the request before showing the phrase: the host asks as soon as it arrives.
+                if let Err(e) = send_all(&mut send, || joiner.poll_transmit()).await {
+                    tracing::debug!(error = %e, "pairing peer stopped reading");
+                }
+                if let Some(show) = show_phrase.take() {
+                    show(&phrase);
+                }
+            }
+            Ok(None) => {}
             Err(e) => {
                 // A peer that stopped reading may have sent an Abort: read on to find it.
                 if let Err(e) = send_all(&mut send, || joiner.poll_transmit()).await {

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use automerge::{Change, ChangeHash};
 use duet::model::{DeviceId, DeviceSecret};
 use duet::sync::{FIRST_STREAM_TIMEOUT, MAX_CONNECTIONS_PER_DEVICE};
-use duet::{PairHost, pair_join, sync_once};
+use duet::sync_once;
 use duet_sync::net::driver::{self, DriveError, Replica};
 use duet_sync::net::tls::{self, ALPN_SYNC, AllowList, AnyDevice};
 use duet_sync::proto::frame::{FrameDecoder, FrameError, MAX_FRAME};
@@ -61,18 +61,6 @@ fn millis(d: Duration) -> u128 {
 
 fn secret_of(home: &Shared) -> DeviceSecret {
     lock(home).store_mut().device_secret().unwrap()
-}
-
-/// Pairs `joiner` into `host`'s space over loopback.
-async fn pair(host: &Shared, joiner: &Shared, same_person: bool) {
-    let pairing = PairHost::bind(host.clone(), loopback(), None).unwrap();
-    let addr = pairing.local_addr().unwrap();
-    let code = pairing.code().to_string();
-    let hosting = tokio::spawn(pairing.run(STEP));
-    within("pair join", pair_join(joiner.clone(), &code, addr, same_person))
-        .await
-        .unwrap();
-    within("pair host", hosting).await.unwrap().unwrap();
 }
 
 /// Sam's laptop and Alex's phone, paired.

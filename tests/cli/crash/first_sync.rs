@@ -2,7 +2,7 @@
 //! history arrives as one document and is stored in one write.
 
 use super::*;
-use crate::util::{pair, pair_host};
+use crate::util::{confirm, pair, pair_host_with};
 
 /// Kills in `cargo test` (with `DUET_CRASH_ROUNDS=N`, N / 5 if more).
 const CI_KILLS: usize = 4;
@@ -31,9 +31,11 @@ fn a_pairing_killed_during_the_first_sync_keeps_all_or_nothing_and_the_next_atte
         // A device with an entry of its own, to be carried into the space.
         let phone = TestHome::named("Blair", &format!("phone-{n}"));
         let own_id = phone.add_issue(&format!("my own {n}"));
-        let (host, code, addr) = pair_host(&alex);
+        // Blair's seat has a device now: these pair as Alex's own.
+        let (mut host, code, addr) = pair_host_with(&alex, &["--own-device"]);
         let wal = wal_state(&phone);
-        let join = phone.spawn(&["pair", "join", &code, &addr, "--json"]);
+        let mut join = phone.spawn(&["pair", "join", &code, &addr, "--json"]);
+        confirm(&mut host, &mut join).expect("the joiner shows a phrase");
         if rng.chance(0.5) {
             std::thread::sleep(rng.upto(whole));
         } else {
@@ -61,8 +63,10 @@ fn a_pairing_killed_during_the_first_sync_keeps_all_or_nothing_and_the_next_atte
         // kill after the pairing had finished its work (the entries carried
         // over) leaves a paired device, which refuses a second pairing: a
         // sync catches it up.
-        let (host, code, addr) = pair_host(&alex);
+        let (mut host, code, addr) = pair_host_with(&alex, &["--own-device"]);
         let mut again = phone.spawn(&["pair", "join", &code, &addr, "--json"]);
+        // A phone already paired refuses before it shows a phrase.
+        confirm(&mut host, &mut again);
         let join_log = again.stderr_path();
         again.wait_timeout(Duration::from_secs(45));
         let again = again.finish();

@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use automerge::ChangeHash;
 use duet::model::{DeviceId, IssueFilter, NewIssue};
-use duet::{Home, InitOptions, PairHost, PairOutcome, ServeOptions, SyncReport, pair_join, serve, sync_once};
+use duet::{
+    Home, InitOptions, PairHost, PairOutcome, PendingJoin, ServeOptions, SyncReport, WhoseDevice, pair_join,
+    serve, sync_once,
+};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -67,17 +70,48 @@ pub fn device_of(home: &Shared) -> DeviceId {
     lock(home).device_id()
 }
 
-/// Pairs `joiner` into `host`'s space over loopback; returns (host side, joiner side).
-pub async fn pair(host: &Shared, joiner: &Shared, same_person: bool) -> (PairOutcome, PairOutcome) {
-    let pairing = PairHost::bind(host.clone(), loopback(), None).unwrap();
+/// Pairs `joiner` into `host`'s space over loopback, as the people would: the
+/// host chooses whose device it is (`own_device`: another of the host's
+/// person, else the partner's), and admits it only once the phrase the joiner
+/// shows is the one the host shows. Returns (host side, joiner side).
+pub async fn pair(host: &Shared, joiner: &Shared, own_device: bool) -> (PairOutcome, PairOutcome) {
+    let whose = if own_device {
+        WhoseDevice::Mine
+    } else {
+        WhoseDevice::Partner
+    };
+    let (pending, joining, shown) = start_pairing(host, joiner, whose);
+    let pending = within("pair host", pending).await.unwrap();
+    let phrase = within("the joiner's phrase", shown).await.unwrap();
+    assert_eq!(pending.phrase(), phrase, "the two screens differ");
+    let hosted = within("admit", pending.admit()).await.unwrap();
+    let joined = within("pair join", joining).await.unwrap().unwrap();
+    (hosted, joined)
+}
+
+/// Starts pairing `joiner` into `host`'s space: the host's wait for a device
+/// (to answer), the joiner's task, and the phrase the joiner will show.
+pub fn start_pairing(
+    host: &Shared,
+    joiner: &Shared,
+    whose: WhoseDevice,
+) -> (
+    impl Future<Output = duet::Result<PendingJoin>> + use<>,
+    JoinHandle<duet::Result<PairOutcome>>,
+    oneshot::Receiver<String>,
+) {
+    let pairing = PairHost::bind(host.clone(), loopback(), None, whose).unwrap();
     let addr = pairing.local_addr().unwrap();
     let code = pairing.code().to_string();
-    let hosting = tokio::spawn(pairing.run(STEP));
-    let joined = within("pair join", pair_join(joiner.clone(), &code, addr, same_person))
+    let (show, shown) = oneshot::channel();
+    let joiner = joiner.clone();
+    let joining = tokio::spawn(async move {
+        pair_join(joiner, &code, addr, move |p: &str| {
+            let _ = show.send(p.to_string());
+        })
         .await
-        .unwrap();
-    let hosted = within("pair host", hosting).await.unwrap().unwrap();
-    (hosted, joined)
+    });
+    (pairing.wait(STEP), joining, shown)
 }
 
 /// A running `serve`.

@@ -46,7 +46,10 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 pub const ALPN_SYNC: &[u8] = b"duet/1";
 
 /// ALPN of a pairing connection (the PAKE authenticates, not the policy).
-pub const ALPN_PAIR: &[u8] = b"duet-pair/1";
+/// Version 2: the host chooses the seat and admits only once its person
+/// confirmed the phrase. A device offering another version fails the TLS
+/// handshake with `no_application_protocol` (see [`is_alpn_refusal`]).
+pub const ALPN_PAIR: &[u8] = b"duet-pair/2";
 
 /// ALPN of a connection to a mailbox relay (the `duet-relay` crate). Both
 /// sides use [`AnyDevice`]: the relay authorizes each request by the device
@@ -218,6 +221,18 @@ pub fn peer_device(conn: &quinn::Connection) -> Option<DeviceId> {
     match presented.as_slice() {
         [key] => device_from_spki(key),
         _ => None,
+    }
+}
+
+/// True if a connection failed because the two ends share no ALPN: the TLS
+/// alert `no_application_protocol` (120), sent or received. For pairing this
+/// means the other device runs another version of duet.
+pub fn is_alpn_refusal(e: &quinn::ConnectionError) -> bool {
+    let refused = quinn::TransportErrorCode::crypto(120);
+    match e {
+        quinn::ConnectionError::ConnectionClosed(c) => c.error_code == refused,
+        quinn::ConnectionError::TransportError(t) => t.code == refused,
+        _ => false,
     }
 }
 

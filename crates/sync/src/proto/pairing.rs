@@ -35,12 +35,22 @@
 //!    TLS sessions or keys: someone relays between two connections, and that is
 //!    [`PairingError::ChannelMismatch`]. Whoever detects a failure sends `ABORT`,
 //!    so the other side reports the same error.
-//! 4. Only after confirmation the joiner sends `JOIN_REQUEST`; the host's caller
-//!    decides and the host answers `JOIN_ACCEPT` or `JOIN_REJECT`. These ride the
-//!    TLS channel just confirmed and also carry an HMAC under the message key.
+//! 4. Only after confirmation the joiner sends `JOIN_REQUEST` (its person's name
+//!    and its device's name: it asks for no seat) and shows the phrase, four
+//!    words from the confirmed key and transcript. The host's caller shows the
+//!    same phrase and asks its person whether the joiner's screen shows it; only
+//!    on yes does it call [`PairingHost::accept`] (with the seat the *host*
+//!    chose), else [`PairingHost::reject`]. The answers ride the TLS channel
+//!    just confirmed and also carry an HMAC under the message key.
 //!
-//! Both sides end with [`Paired`], whose `phrase` (four words from the confirmed
-//! key and transcript) is the same on both screens, for the people to compare.
+//! The comparison is what stops a stranger who guessed the code (one guess in
+//! 2^32) and what the host's person sees before anything is recorded: the
+//! phrase is an input the caller must get from a person, so the machine has
+//! no "accept at once" path of its own.
+//!
+//! Version 2 (ALPN `duet-pair/2`, label `duet pair v2`) dropped the joiner's
+//! `same_person` field: in version 1 the joiner chose its seat and the host
+//! admitted before anyone compared the phrase.
 //!
 //! # Driving it
 //!
@@ -74,7 +84,7 @@ use super::words;
 pub use super::words::{CodeError, PairingCode};
 
 /// The protocol label: the SPAKE2 identity and the start of every transcript.
-pub const LABEL: &[u8] = b"duet pair v1";
+pub const LABEL: &[u8] = b"duet pair v2";
 /// The frame types reserved for pairing.
 pub const FRAME_TYPES: RangeInclusive<u8> = 0x20..=0x2f;
 /// Frame type: a SPAKE2 message.
@@ -132,18 +142,18 @@ pub enum PairingError {
     Finished,
 }
 
-/// What the joiner asks for, sent only after key confirmation.
+/// Who the joiner says it is, sent only after key confirmation. It names no
+/// seat: the host decides whose device this is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinRequest {
-    /// True for another device of the host's person; false for the partner.
-    pub same_person: bool,
-    /// The person's name.
+    /// The person's name (used for a partner joining for the first time).
     pub name: String,
     /// This device's name, like "Sam's phone".
     pub device_name: String,
 }
 
-/// The host's yes: which space to join, in which seat.
+/// The host's yes, sent once its person confirmed the phrase: which space to
+/// join, in which seat (the host's choice).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinAccept {
     /// The space's id.
@@ -193,7 +203,9 @@ fn check_text(field: &'static str, s: &str) -> Result<(), PairingError> {
     }
 }
 
-/// A join request from a confirmed device, waiting for the host's answer.
+/// A join request from a confirmed device, waiting for the host's answer: show
+/// `phrase` and the joiner's names, and ask the person whether the joiner's
+/// screen shows the same phrase.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinRequested {
     /// The joiner's device key, as confirmed.
@@ -221,7 +233,8 @@ pub struct Paired {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JoinerEvent {
     /// The host proved it knows the code over this very connection; the request
-    /// is on its way. Show the phrase while the host decides.
+    /// is on its way. Show the phrase and wait: the host's person compares it
+    /// with their screen before the host answers.
     Confirmed {
         /// The verification phrase.
         phrase: String,
@@ -475,10 +488,11 @@ impl Handshake {
     }
 }
 
-/// The host's side: it showed the code and decides who joins.
+/// The host's side: it showed the code and decides who joins, and as whose device.
 ///
 /// `handle` returns a [`JoinRequested`] once a device that knows the code asks,
-/// over this very connection; answer with [`accept`](Self::accept) or
+/// over this very connection. Nothing is sent to it then: show the phrase, ask
+/// the person, and answer with [`accept`](Self::accept) only on their yes, or
 /// [`reject`](Self::reject). One object serves one attempt: after any error the
 /// code is spent and every later frame gets [`PairingError::Finished`].
 pub struct PairingHost {
@@ -521,8 +535,9 @@ impl PairingHost {
         }
     }
 
-    /// Lets the waiting joiner in. An invalid `accept` is refused and the request
-    /// stays waiting.
+    /// Lets the waiting joiner in, in the seat `accept` names: call it only once
+    /// the host's person confirmed that the joiner's screen shows the phrase.
+    /// An invalid `accept` is refused and the request stays waiting.
     pub fn accept(&mut self, accept: JoinAccept) -> Result<Paired, PairingError> {
         let body = encode(&accept)?;
         let Some(request) = self.waiting.take().filter(|_| !self.is_finished()) else {
@@ -539,8 +554,9 @@ impl PairingHost {
         Ok(paired)
     }
 
-    /// Turns the waiting joiner away. The reason is cut to [`MAX_TEXT`]
-    /// characters, control characters dropped.
+    /// Turns the waiting joiner away (the phrase was not confirmed, or the host
+    /// cannot take it). The reason is cut to [`MAX_TEXT`] characters, control
+    /// characters dropped.
     pub fn reject(&mut self, reason: &str) -> Result<(), PairingError> {
         if self.waiting.take().filter(|_| !self.is_finished()).is_none() {
             return Err(PairingError::NotWaiting);
@@ -667,7 +683,6 @@ mod tests {
     fn request() -> JoinRequest {
         let text = |s: &str| s.to_string();
         JoinRequest {
-            same_person: false,
             name: text("Sam"),
             device_name: text("Sam's phone"),
         }
@@ -896,6 +911,49 @@ mod tests {
             joiner.handle(&answer),
             Err(PairingError::Rejected("not now".into()))
         );
+    }
+
+    #[test]
+    fn the_host_sends_nothing_until_its_person_answers_and_its_seat_decides() {
+        let (mut host, mut joiner) = pair(CODE, CODE, H, J);
+        let Some(JoinerEvent::Confirmed { phrase }) = confirm(&mut host, &mut joiner) else {
+            panic!("the joiner did not confirm the host");
+        };
+        let asked = host
+            .handle(&next(joiner.poll_transmit()).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(asked.phrase, phrase, "both screens show the same phrase");
+        // While the person compares, nothing goes to the joiner and it waits.
+        assert_eq!(host.poll_transmit(), None);
+        assert!(!host.is_finished() && !joiner.is_finished());
+        // The host's choice of seat is what the joiner gets.
+        let mine = JoinAccept {
+            seat: "a".into(),
+            ..accept()
+        };
+        let granted = host.accept(mine.clone()).unwrap();
+        match joiner.handle(&next(host.poll_transmit()).unwrap()) {
+            Ok(Some(JoinerEvent::Paired(p))) => assert_eq!((p.accept, granted.accept), (mine.clone(), mine)),
+            other => panic!("not paired: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_version_1_request_asking_for_the_hosts_seat_is_refused() {
+        // Version 1 put `same_person: true` first; a joiner sending that shape
+        // (or any other seat wish) is not understood, let alone granted.
+        let (mut host, mut joiner) = pair(CODE, CODE, H, J);
+        confirm(&mut host, &mut joiner);
+        joiner.poll_transmit();
+        let v1 = postcard::to_allocvec(&(true, "Sam", "Sam's phone")).unwrap();
+        joiner.hs.send(JOIN_REQUEST, &v1);
+        assert!(
+            host.handle(&next(joiner.poll_transmit()).unwrap()).is_err(),
+            "a request naming a seat was taken"
+        );
+        assert_eq!(host.accept(accept()), Err(PairingError::NotWaiting));
+        assert_eq!(next(host.poll_transmit()).unwrap().kind, ABORT);
     }
 
     #[test]
