@@ -524,15 +524,36 @@ pub fn pair_host(host: &TestHome) -> (Proc, String, String) {
     (p, code, addr)
 }
 
+/// Runs `pair join ADDR extra...` on `joiner` with `code` written to its
+/// standard input, as a person types it (out of other users' sight, unlike a
+/// code in the arguments).
+pub fn join_with_code(joiner: &TestHome, code: &str, addr: &str, extra: &[&str]) -> Run {
+    use std::io::Write;
+    let mut args = vec!["pair", "join", addr];
+    args.extend_from_slice(extra);
+    let mut child = joiner
+        .command(&args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("cannot run the duet binary");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    // A join that fails before reading may have closed its end already.
+    let _ = stdin.write_all(format!("{code}\n").as_bytes());
+    drop(stdin);
+    Run::new(&args, child.wait_with_output().expect("cannot wait for duet"))
+}
+
 /// Pairs `joiner` into `host`'s space (`extra` goes to `pair join`, such as
-/// `--same-person`); both must succeed. Returns what each printed as JSON
-/// (host, joiner).
+/// `--same-person`); both must succeed. The code goes on standard input.
+/// Returns what each printed as JSON (host, joiner).
 #[track_caller]
 pub fn pair(host: &TestHome, joiner: &TestHome, extra: &[&str]) -> (Value, Value) {
     let (p, code, addr) = pair_host(host);
-    let mut args = vec!["pair", "join", code.as_str(), addr.as_str()];
-    args.extend_from_slice(extra);
-    let joined = joiner.json(&args);
+    let mut args = extra.to_vec();
+    args.push("--json");
+    let out = join_with_code(joiner, &code, &addr, &args).success();
+    let joined: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("`pair join` gave invalid JSON ({e}):\n{out}"));
     let out = p.finish().success();
     let hosted: Value = serde_json::from_str(out.lines().nth(1).unwrap_or_default())
         .unwrap_or_else(|e| panic!("`pair host` gave no JSON outcome ({e}):\n{out}"));

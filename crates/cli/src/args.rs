@@ -410,16 +410,23 @@ pub enum PairCmd {
         /// Where to listen
         #[arg(long, default_value = DEFAULT_LISTEN)]
         listen: String,
-        /// Use this code instead of a new random one
+        /// Use this code instead of a new random one (`-`: read it from
+        /// standard input; a code written here is visible to other users of
+        /// this computer)
         #[arg(long)]
         code: Option<String>,
     },
     /// Join the space of a device running `duet pair host`
+    ///
+    /// Give only its address and type the code it shows when asked (or pipe
+    /// it on standard input). The code may also come first, or `-` to read it
+    /// from standard input; a code written on the command line is visible to
+    /// other users of this computer.
     Join {
-        /// The code it shows
-        code: String,
-        /// Its address (host:port)
-        addr: String,
+        /// The code it shows (optional, see above), then its address
+        /// (host:port)
+        #[arg(value_name = "[CODE] ADDR", num_args = 1..=2, required = true)]
+        code_and_addr: Vec<String>,
         /// Join as another device of the same person (not as the partner)
         #[arg(long)]
         same_person: bool,
