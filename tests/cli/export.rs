@@ -190,7 +190,11 @@ fn export_files_are_owner_only_and_never_written_through_a_planted_symlink() {
         ("automerge", "out.automerge"),
     ] {
         let path = h.tmp().join(name);
-        let private: &[&str] = if format == "automerge" { &[] } else { &["--private"] };
+        let private: &[&str] = if format == "automerge" {
+            &[]
+        } else {
+            &["--private"]
+        };
         let mut args = vec!["export", "--format", format, "-o", path.to_str().unwrap()];
         args.extend_from_slice(private);
         h.ok(&args);
@@ -212,7 +216,11 @@ fn export_files_are_owner_only_and_never_written_through_a_planted_symlink() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "theirs");
     assert!(!std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
     assert_eq!(mode(&path), 0o600);
-    assert!(std::fs::read_to_string(&path).unwrap().contains("only mine to read"));
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("only mine to read")
+    );
 }
 
 #[test]

@@ -215,7 +215,12 @@ fn the_code_is_read_from_standard_input_and_one_in_the_arguments_is_warned_about
             .stdin(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(format!("{code}\n").as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{code}\n").as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     };
     let stderr = String::from_utf8_lossy(&run.stderr);

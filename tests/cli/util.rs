@@ -552,8 +552,8 @@ pub fn pair(host: &TestHome, joiner: &TestHome, extra: &[&str]) -> (Value, Value
     let mut args = extra.to_vec();
     args.push("--json");
     let out = join_with_code(joiner, &code, &addr, &args).success();
-    let joined: Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("`pair join` gave invalid JSON ({e}):\n{out}"));
+    let joined: Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("`pair join` gave invalid JSON ({e}):\n{out}"));
     let out = p.finish().success();
     let hosted: Value = serde_json::from_str(out.lines().nth(1).unwrap_or_default())
         .unwrap_or_else(|e| panic!("`pair host` gave no JSON outcome ({e}):\n{out}"));

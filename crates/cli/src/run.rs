@@ -433,4 +433,3 @@ fn read_bundle_file(file: &Path) -> Result<Vec<u8>> {
     }
     std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
 }
-

@@ -222,12 +222,18 @@ fn deleted_private_rows_are_gone_from_the_files() {
     assert!(s.journal_remove(gone).unwrap());
     assert!(!s.journal_remove(gone).unwrap(), "already gone");
     s.private_set("review_date", None).unwrap();
-    assert_eq!(s.journal().unwrap().iter().map(|e| e.id).collect::<Vec<_>>(), [kept]);
+    assert_eq!(
+        s.journal().unwrap().iter().map(|e| e.id).collect::<Vec<_>>(),
+        [kept]
+    );
     assert!(!on_disk(dir.path(), "gone: what I never said"));
     assert!(!on_disk(dir.path(), "review-1999-12-31"));
     drop(s);
     assert!(!on_disk(dir.path(), "gone: what I never said"));
-    assert!(on_disk(dir.path(), "kept: the garden on Sunday"), "the search finds what is there");
+    assert!(
+        on_disk(dir.path(), "kept: the garden on Sunday"),
+        "the search finds what is there"
+    );
 }
 
 #[test]

@@ -323,7 +323,11 @@ async fn a_gated_server_shows_its_key_only_to_clients_sending_the_name_it_opens_
         let client_err = client_result.unwrap().expect_err("no key, no handshake");
         assert_eq!(tls_alert(&client_err), Some(ACCESS_DENIED), "{client_err:?}");
         assert!(server_result.is_err());
-        assert!(seen.lock().unwrap().is_empty(), "{name}: shown {:?}", seen.lock().unwrap());
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "{name}: shown {:?}",
+            seen.lock().unwrap()
+        );
     }
 
     // The same stranger sending the right name is shown the key (and then
@@ -411,9 +415,7 @@ mod forged {
 
     /// A client for `secret` that trusts any server key and records each
     /// key it is shown.
-    pub fn recording_client_config(
-        secret: &DeviceSecret,
-    ) -> (quinn::ClientConfig, Arc<Mutex<Vec<Vec<u8>>>>) {
+    pub fn recording_client_config(secret: &DeviceSecret) -> (quinn::ClientConfig, Arc<Mutex<Vec<Vec<u8>>>>) {
         let pkcs8 = secret.signing_key().to_pkcs8_der().unwrap();
         let signer =
             rustls::crypto::ring::sign::any_eddsa_type(&PrivatePkcs8KeyDer::from(pkcs8.as_bytes())).unwrap();

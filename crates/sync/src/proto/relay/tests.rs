@@ -157,7 +157,8 @@ fn access_list_limits() {
     // anyone could act as it. The identity point, and a point of order 8.
     let identity: [u8; 32] = std::array::from_fn(|i| u8::from(i == 0));
     let order_8 = "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05";
-    let order_8: [u8; 32] = std::array::from_fn(|i| u8::from_str_radix(&order_8[2 * i..2 * i + 2], 16).unwrap());
+    let order_8: [u8; 32] =
+        std::array::from_fn(|i| u8::from_str_radix(&order_8[2 * i..2 * i + 2], 16).unwrap());
     for weak in [identity, order_8] {
         let mut listed = full.to_wire();
         listed.devices[1] = weak;
