@@ -45,6 +45,7 @@ pub fn write_owner_only(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 #[cfg(all(test, unix))]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;

@@ -39,8 +39,7 @@ async fn knock(stranger: &DeviceSecret, addr: std::net::SocketAddr, name: &str) 
         // the refusal then closes the connection.
         within("the serve's refusal", conn.closed()).await;
     }
-    let seen = shown.0.lock().unwrap().clone();
-    seen
+    shown.0.lock().unwrap().clone()
 }
 
 #[tokio::test]
