@@ -177,6 +177,52 @@ fn output_file_is_replaced_whole() {
     assert_eq!(v["issues"][0]["title"], "Chores");
 }
 
+#[cfg(unix)]
+#[test]
+fn export_files_are_owner_only_and_never_written_through_a_planted_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let (h, _) = filled();
+    h.ok(&["journal", "add", "only mine to read"]);
+    let mode = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+    for (format, name) in [
+        ("json", "out.json"),
+        ("markdown", "out.md"),
+        ("automerge", "out.automerge"),
+    ] {
+        let path = h.tmp().join(name);
+        let private: &[&str] = if format == "automerge" {
+            &[]
+        } else {
+            &["--private"]
+        };
+        let mut args = vec!["export", "--format", format, "-o", path.to_str().unwrap()];
+        args.extend_from_slice(private);
+        h.ok(&args);
+        assert_eq!(mode(&path), 0o600, "{format}: a new file");
+        // An existing, world-readable file is replaced by an owner-only one.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        h.ok(&args);
+        assert_eq!(mode(&path), 0o600, "{format}: a replaced file");
+    }
+    // The old code wrote through `<name>.duet-tmp`, following a symlink
+    // another user could plant there; a symlink at the destination itself is
+    // replaced, not followed.
+    let victim = h.tmp().join("victim");
+    std::fs::write(&victim, "theirs").unwrap();
+    let path = h.tmp().join("journal.json");
+    std::os::unix::fs::symlink(&victim, path.with_extension("duet-tmp")).unwrap();
+    std::os::unix::fs::symlink(&victim, &path).unwrap();
+    h.ok(&["export", "--private", "-o", path.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "theirs");
+    assert!(!std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+    assert_eq!(mode(&path), 0o600);
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("only mine to read")
+    );
+}
+
 #[test]
 fn export_changes_nothing() {
     let (h, _) = filled();

@@ -1,5 +1,5 @@
 //! Pairing between real `duet` processes over loopback QUIC: `pair host` on
-//! 127.0.0.1:0, `pair join CODE ADDR` on another home.
+//! 127.0.0.1:0, `pair join ADDR` (the code on standard input) on another home.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::util::{
-    TestHome, confirm, device_id, devices, error_line, last_json, pair, pair_host, pair_own, serve, shared,
-    str_of,
+    TestHome, confirm, device_id, devices, error_line, join_with_code, last_json, pair, pair_host, pair_own,
+    serve, shared, str_of,
 };
 
 /// A code for the same host that is surely wrong: the number changed.
@@ -163,7 +163,7 @@ fn a_wrong_code_fails_on_both_sides_and_spends_the_code() {
     let (alex_before, blair_before) = (alex.snapshot(), blair.snapshot());
 
     let (host, code, addr) = pair_host(&alex);
-    let joiner_err = blair.fail(&["pair", "join", &wrong(&code), &addr]);
+    let joiner_err = join_with_code(&blair, &wrong(&code), &addr, &[]).failure();
     let host_err = error_line(&host.finish());
     // At least the side that found the mismatch says so (the other side may
     // only see the connection drop: see `a_wrong_code_is_named_on_both_sides`).
@@ -190,12 +190,61 @@ fn a_wrong_code_fails_on_both_sides_and_spends_the_code() {
 }
 
 #[test]
+fn the_code_is_read_from_standard_input_and_one_in_the_arguments_is_warned_about() {
+    let alex = TestHome::named("Alex", "alex-laptop");
+    let blair = TestHome::named("Blair", "blair-laptop");
+
+    // A code in the arguments (here a wrong one) is still taken, with a
+    // warning that other users of this computer can see it.
+    let (host, code, addr) = pair_host(&alex);
+    let run = blair.run(&["pair", "join", &wrong(&code), &addr]);
+    assert!(!run.status.success());
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", run.stderr);
+    assert!(lines[0].starts_with("warning: ") && lines[0].contains("visible to other users"));
+    assert!(lines[1].contains("code did not match"), "{}", run.stderr);
+    drop(host);
+
+    // `-` reads it from standard input: no warning, and the pairing completes.
+    // (Every other pairing test gives only the address and pipes the code.)
+    let (host, code, addr) = pair_host(&alex);
+    let run = {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = blair
+            .command(&["pair", "join", "-", &addr, "--json"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{code}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let joined: Value = serde_json::from_slice(&run.stdout).unwrap();
+    let out = host.finish().success();
+    let hosted: Value = serde_json::from_str(out.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(joined["phrase"], hosted["phrase"]);
+    assert_eq!(str_of(&joined, "peer"), device_id(&alex));
+
+    // With nothing on standard input there is no code: one clear error.
+    let err = blair.fail(&["pair", "join", &addr]);
+    assert!(err.contains("no pairing code on standard input"), "{err}");
+}
+
+#[test]
 fn a_wrong_code_is_named_on_both_sides() {
     let alex = TestHome::named("Alex", "alex-laptop");
     let blair = TestHome::named("Blair", "blair-laptop");
     for _ in 0..8 {
         let (host, code, addr) = pair_host(&alex);
-        let joiner_err = blair.fail(&["pair", "join", &wrong(&code), &addr]);
+        let joiner_err = join_with_code(&blair, &wrong(&code), &addr, &[]).failure();
         let host_err = error_line(&host.finish());
         assert!(joiner_err.contains("code did not match"), "joiner: {joiner_err}");
         assert!(host_err.contains("code did not match"), "host: {host_err}");
@@ -207,7 +256,7 @@ fn a_wrong_code_error_says_its_cause_once() {
     let alex = TestHome::named("Alex", "alex-laptop");
     let blair = TestHome::named("Blair", "blair-laptop");
     let (host, code, addr) = pair_host(&alex);
-    let joiner_err = blair.fail(&["pair", "join", &wrong(&code), &addr]);
+    let joiner_err = join_with_code(&blair, &wrong(&code), &addr, &[]).failure();
     let host_err = error_line(&host.finish());
     for err in [joiner_err, host_err] {
         assert!(err.matches("did not match").count() <= 1, "{err}");

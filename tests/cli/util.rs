@@ -561,6 +561,25 @@ pub fn pair_host_with(host: &TestHome, extra: &[&str]) -> (Proc, String, String)
     (p, code, addr)
 }
 
+/// Runs `pair join ADDR extra...` on `joiner` with `code` written to its
+/// standard input, as a person types it (out of other users' sight, unlike a
+/// code in the arguments).
+pub fn join_with_code(joiner: &TestHome, code: &str, addr: &str, extra: &[&str]) -> Run {
+    use std::io::Write;
+    let mut args = vec!["pair", "join", addr];
+    args.extend_from_slice(extra);
+    let mut child = joiner
+        .command(&args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("cannot run the duet binary");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    // A join that fails before reading may have closed its end already.
+    let _ = stdin.write_all(format!("{code}\n").as_bytes());
+    drop(stdin);
+    Run::new(&args, child.wait_with_output().expect("cannot wait for duet"))
+}
+
 /// [`pair_host_with`] for the partner's device.
 #[track_caller]
 pub fn pair_host(host: &TestHome) -> (Proc, String, String) {
@@ -600,9 +619,11 @@ pub fn last_json(run: Run) -> Value {
 #[track_caller]
 pub fn pair_as(host: &TestHome, host_extra: &[&str], joiner: &TestHome, extra: &[&str]) -> (Value, Value) {
     let (mut p, code, addr) = pair_host_with(host, host_extra);
-    let mut args = vec!["pair", "join", code.as_str(), addr.as_str(), "--json"];
+    // The code is typed, as a person does (out of other users' sight).
+    let mut args = vec!["pair", "join", addr.as_str(), "--json"];
     args.extend_from_slice(extra);
     let mut j = joiner.spawn(&args);
+    j.answer(&format!("{code}\n"));
     if confirm(&mut p, &mut j).is_none() {
         panic!(
             "`pair join` failed before showing a phrase:\n{}",

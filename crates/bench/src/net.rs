@@ -34,6 +34,9 @@ pub fn lock(home: &Shared) -> Result<std::sync::MutexGuard<'_, Home>> {
 pub struct Served {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// The TLS server name it shows its key to (the couple's: see
+    /// `duet::sni`), for a dialler that holds no space key yet.
+    pub name: String,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<duet::Result<()>>,
 }
@@ -50,9 +53,15 @@ impl Served {
             relay: None,
             discovery: false,
         };
-        let task = tokio::spawn(duet::serve(home, opts, stop_rx, Some(ready_tx)));
+        let task = tokio::spawn(duet::serve(home.clone(), opts, stop_rx, Some(ready_tx)));
         let addr = ready.await.context("serve did not start")?;
-        Ok(Served { addr, stop, task })
+        let name = lock(&home)?.sync_server_name()?;
+        Ok(Served {
+            addr,
+            name,
+            stop,
+            task,
+        })
     }
 
     /// Stops serving.
@@ -129,10 +138,12 @@ impl Replica for Probe {
 /// Dials `addr` from `home` and syncs once, the way `duet sync` does: one
 /// QUIC connection, one session, driven by duet's driver. A `joining` home
 /// (a new device right after pairing, holding nothing yet) takes the
-/// server's word for the space, as pairing's first sync does.
+/// server's word for the space, as pairing's first sync does. `name` is the
+/// TLS server name the serve shows its key to ([`Served::name`]).
 pub async fn duet_dial(
     mut home: Home,
     addr: SocketAddr,
+    name: &str,
     server: DeviceId,
     joining: bool,
 ) -> Result<(Home, DuetSync)> {
@@ -151,7 +162,7 @@ pub async fn duet_dial(
         synced: None,
         local: Duration::ZERO,
     }));
-    let conn = endpoint.connect_with(config, addr, tls::SERVER_NAME)?.await?;
+    let conn = endpoint.connect_with(config, addr, name)?.await?;
     let peer = tls::peer_device(&conn).ok_or_else(|| anyhow!("the server presented no device key"))?;
     let (send, recv) = conn.open_bi().await?;
     let session = if joining {

@@ -142,7 +142,7 @@ pub async fn first_sync(h: &History, work: &Path, repeats: usize, alternatives: 
         // duet: the new phone dials the laptop.
         let dir = work.join(format!("c{r}"));
         let c = h.fresh_new_phone(&dir)?;
-        let (mut c, got) = net::duet_dial(c, served.addr, server, true).await?;
+        let (mut c, got) = net::duet_dial(c, served.addr, &served.name, server, true).await?;
         ensure!(
             c.read(|d| d.get_heads())? == target,
             "the new device does not hold the whole history after its first sync"
@@ -332,7 +332,7 @@ pub async fn reconnect(h: &History, work: &Path, cfg: &Config) -> Result<Vec<Row
     let served = Served::start(a.clone()).await?;
     let server = h.secret(Device::LaptopA).device_id();
     // Their last sync, which leaves both with a saved sync state.
-    let (mut b, _) = net::duet_dial(b, served.addr, server, false).await?;
+    let (mut b, _) = net::duet_dial(b, served.addr, &served.name, server, false).await?;
 
     // automerge in memory, with the sync states kept from the last sync.
     let doc = load_doc(h)?;
@@ -396,7 +396,7 @@ pub async fn reconnect(h: &History, work: &Path, cfg: &Config) -> Result<Vec<Row
                 Ok(d.get_heads())
             })?;
 
-            let (back, got) = net::duet_dial(b, served.addr, server, false).await?;
+            let (back, got) = net::duet_dial(b, served.addr, &served.name, server, false).await?;
             b = back;
             let (ta, tb) = (lock(&a)?.read(|d| d.get_heads())?, b.read(|d| d.get_heads())?);
             ensure!(ta == tb, "duet's devices differ after the reconnect");

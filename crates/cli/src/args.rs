@@ -437,7 +437,9 @@ pub enum PairCmd {
         /// Where to listen
         #[arg(long, default_value = DEFAULT_LISTEN)]
         listen: String,
-        /// Use this code instead of a new random one
+        /// Use this code instead of a new random one (`-`: read it from
+        /// standard input; a code written here is visible to other users of
+        /// this computer)
         #[arg(long)]
         code: Option<String>,
         /// Pair another device of yours (by default: your partner's first device)
@@ -445,11 +447,16 @@ pub enum PairCmd {
         own_device: bool,
     },
     /// Join the space of a device running `duet pair host`
+    ///
+    /// Give only its address and type the code it shows when asked (or pipe
+    /// it on standard input). The code may also come first, or `-` to read it
+    /// from standard input; a code written on the command line is visible to
+    /// other users of this computer.
     Join {
-        /// The code it shows
-        code: String,
-        /// Its address (host:port)
-        addr: String,
+        /// The code it shows (optional, see above), then its address
+        /// (host:port)
+        #[arg(value_name = "[CODE] ADDR", num_args = 1..=2, required = true)]
+        code_and_addr: Vec<String>,
         /// Ignored: the host chooses whose device this is (`pair host --own-device`)
         #[arg(long, hide = true)]
         same_person: bool,

@@ -2,6 +2,7 @@
 //! [`duet::Home`]; everything else lives in the library crates.
 
 mod args;
+mod files;
 mod net;
 mod render;
 mod run;

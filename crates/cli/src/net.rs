@@ -102,6 +102,8 @@ pub fn pair(dir: &Path, json: bool, cmd: PairCmd) -> Result<()> {
         } => {
             let home = Arc::new(Mutex::new(Home::open(dir)?));
             let code = code
+                .map(|c| given_code(c, "--code -"))
+                .transpose()?
                 .map(|c| c.parse().map_err(|e| anyhow!("invalid pairing code: {e}")))
                 .transpose()?;
             let whose = if own_device {
@@ -121,7 +123,7 @@ pub fn pair(dir: &Path, json: bool, cmd: PairCmd) -> Result<()> {
                 json,
                 serde_json::json!({ "code": code, "address": addr.to_string(), "pairing": whose }),
                 format!(
-                    "Pairing {pairing}. Pairing code: {code}\nWaiting at {addr} for up to {} minutes. On the other device run:\n  duet pair join {code} <this device's address>:{}\n",
+                    "Pairing {pairing}. Pairing code: {code}\nWaiting at {addr} for up to {} minutes. On the other device run\n  duet pair join <this device's address>:{}\nand type the code when asked.\n",
                     PAIR_TIMEOUT.as_secs() / 60,
                     addr.port()
                 ),
@@ -193,8 +195,7 @@ pub fn pair(dir: &Path, json: bool, cmd: PairCmd) -> Result<()> {
             )
         }
         PairCmd::Join {
-            code,
-            addr,
+            code_and_addr,
             same_person,
             name,
         } => {
@@ -204,6 +205,13 @@ pub fn pair(dir: &Path, json: bool, cmd: PairCmd) -> Result<()> {
                      (`duet pair host --own-device` pairs another device of its person)"
                 );
             }
+            let (code, addr) = match <[String; 2]>::try_from(code_and_addr) {
+                Ok([code, addr]) => (given_code(code, "-")?, addr),
+                Err(only) => {
+                    let addr = only.into_iter().next().unwrap_or_default();
+                    (read_code()?, addr)
+                }
+            };
             let home = match (Home::open(dir), name) {
                 (Ok(h), _) => h,
                 (Err(duet::Error::Store(duet::store::StoreError::NoHome(_))), Some(name)) => Home::init(
@@ -247,6 +255,46 @@ pub fn pair(dir: &Path, json: bool, cmd: PairCmd) -> Result<()> {
             )
         }
     }
+}
+
+/// The pairing code given as an argument: read from standard input for `-`,
+/// otherwise taken as it is, with a warning that others can see it
+/// (`stdin_form` says how to avoid that).
+fn given_code(arg: String, stdin_form: &str) -> Result<String> {
+    if arg == "-" {
+        return read_code();
+    }
+    eprintln!(
+        "warning: a pairing code on the command line is visible to other users of this computer; use {stdin_form} to type it or pipe it on standard input instead"
+    );
+    Ok(arg)
+}
+
+/// Longest line read as a pairing code (a code is a number and a few words).
+const MAX_CODE_LINE: u64 = 256;
+
+/// Reads a pairing code from standard input: asks for it on a terminal, and
+/// otherwise takes the first line.
+fn read_code() -> Result<String> {
+    use std::io::{BufRead, IsTerminal, Read};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Pairing code (shown on the other device): ");
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .take(MAX_CODE_LINE)
+        .read_line(&mut line)
+        .context("cannot read the pairing code from standard input")?;
+    let code = line.trim();
+    if code.is_empty() {
+        return Err(anyhow!(
+            "no pairing code on standard input: type the code the other device shows, or pipe it in"
+        ));
+    }
+    Ok(code.to_string())
 }
 
 /// How long `duet sync` looks for the couple's devices on the local network.

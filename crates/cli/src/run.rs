@@ -165,7 +165,7 @@ fn on_home(dir: &Path, json: bool, command: Command) -> Result<()> {
             let bytes = home.export(format, private)?;
             match output {
                 Some(path) => {
-                    write_file(&path, &bytes)?;
+                    crate::files::write_owner_only(&path, &bytes)?;
                     eprintln!("Exported {} bytes to {}.", bytes.len(), path.display());
                 }
                 None => std::io::stdout()
@@ -175,17 +175,6 @@ fn on_home(dir: &Path, json: bool, command: Command) -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// Writes a file whole: to a temporary name first, then renamed, so a failed
-/// write never leaves half an export.
-fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("duet-tmp");
-    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn issue(home: &mut Home, json: bool, cmd: IssueCmd) -> Result<()> {
@@ -385,7 +374,7 @@ fn bundle(home: &mut Home, json: bool, cmd: BundleCmd) -> Result<()> {
                 duet::bundle::Since::Everything
             };
             let b = home.export_bundle(since)?;
-            write_private_file(&file, &b.bytes)?;
+            crate::files::write_owner_only(&file, &b.bytes)?;
             show(
                 json,
                 &serde_json::json!({ "file": file.display().to_string(), "changes": b.changes, "bytes": b.bytes.len() }),
@@ -438,22 +427,4 @@ fn read_bundle_file(file: &Path) -> Result<Vec<u8>> {
         ));
     }
     std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
-}
-
-/// Writes `bytes` to a new owner-only file (sealed, but still nobody else's).
-fn write_private_file(file: &Path, bytes: &[u8]) -> Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts
-        .open(file)
-        .with_context(|| format!("cannot write {}", file.display()))?;
-    // The mode above applies only to a new file: an existing one is narrowed.
-    #[cfg(unix)]
-    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .with_context(|| format!("cannot make {} owner-only", file.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", file.display()))
 }

@@ -152,19 +152,19 @@ pub fn device_marker(space_key: &[u8; 32], day: Date, device: &DeviceId) -> Stri
 }
 
 /// `day` as `YYYY-MM-DD`.
-fn day_text(day: Date) -> String {
+pub(crate) fn day_text(day: Date) -> String {
     format!("{:04}-{:02}-{:02}", day.year(), day.month(), day.day())
 }
 
 /// Yesterday, today and tomorrow (fewer at the ends of the calendar).
-fn days_around(today: Date) -> Vec<Date> {
+pub(crate) fn days_around(today: Date) -> Vec<Date> {
     [today.yesterday().ok(), Some(today), today.tomorrow().ok()]
         .into_iter()
         .flatten()
         .collect()
 }
 
-fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC zero-pads a short key to the block size (RFC 2104), so padding here
     // gives the same MAC through the constructor that cannot fail.
     let mut block = Zeroizing::new([0u8; 64]);
@@ -176,7 +176,7 @@ fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
         .iter()

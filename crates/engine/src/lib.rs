@@ -48,6 +48,7 @@ mod keys;
 mod lan;
 pub mod pairing;
 pub mod relay;
+pub mod sni;
 pub mod sync;
 mod wake;
 

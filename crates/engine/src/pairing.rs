@@ -465,12 +465,8 @@ impl Home {
             return Ok(());
         }
         let partner = self.seat().other();
-        let (members, name) = self.read(|doc| (Membership::of(doc), space::person(doc, partner).name))?;
-        if members
-            .members()
-            .iter()
-            .any(|m| m.seat == partner && m.is_active())
-        {
+        let name = self.read(|doc| space::person(doc, partner).name)?;
+        if self.membership()?.seat_is_held(partner) {
             return Err(ModelError::Refused(format!(
                 "{name} already has a device in this space: {name}'s new devices pair from one of \
                  {name}'s own devices (run `duet pair host --own-device` there)"

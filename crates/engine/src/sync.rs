@@ -332,8 +332,9 @@ pub(crate) fn lock(home: &Arc<Mutex<Home>>) -> Result<std::sync::MutexGuard<'_, 
 /// Connects to `addr` and syncs until both devices hold the same heads.
 pub async fn sync_once(home: Arc<Mutex<Home>>, addr: SocketAddr) -> Result<SyncReport> {
     let (endpoint, config) = client_endpoint(&home, addr)?;
+    let name = lock(&home)?.sync_server_name()?;
     let connecting = endpoint
-        .connect_with(config, addr, tls::SERVER_NAME)
+        .connect_with(config, addr, &name)
         .map_err(|e| Error::Net(format!("cannot connect to {addr}: {e}")))?;
     let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
@@ -414,8 +415,16 @@ pub async fn serve(
         (h.store_mut().device_secret()?, h.allowed_peers()?)
     };
     let allow = Arc::new(AllowList::new(allowed));
-    let server =
-        tls::server_config(&secret, allow.clone(), &[ALPN_SYNC]).map_err(|e| Error::Net(e.to_string()))?;
+    // The device key is shown only to clients that name the couple (see
+    // `crate::sni`). A home made before space keys existed gets its first
+    // here, if this device is a member.
+    let gate = {
+        let mut h = lock(&home)?;
+        let ring = h.ensure_space_keys().or_else(|_| h.keyring())?;
+        crate::sni::MemberGate::new(&ring)
+    };
+    let server = tls::gated_server_config(&secret, allow.clone(), &[ALPN_SYNC], Arc::new(gate.clone()))
+        .map_err(|e| Error::Net(e.to_string()))?;
     let endpoint = quinn::Endpoint::server(server, opts.listen)
         .map_err(|e| Error::Net(format!("cannot listen on {}: {e}", opts.listen)))?;
     let client =
@@ -434,6 +443,7 @@ pub async fn serve(
     {
         let home = home.clone();
         let allow = allow.clone();
+        let gate = gate.clone();
         let mut stop = stop.clone();
         let mut synced = changed_rx.clone();
         let poll = opts.poll;
@@ -475,6 +485,10 @@ pub async fn serve(
                     && let Ok(peers) = h.allowed_peers()
                 {
                     allow.replace(peers);
+                    // And new space keys (a rotation) for the server names.
+                    if let Ok(ring) = h.keyring() {
+                        gate.replace(&ring);
+                    }
                 }
                 // Live sessions never end, so their changes are compacted here,
                 // between frames rather than inside one.
@@ -584,8 +598,12 @@ pub(crate) async fn dial_forever(
     let mut failures = 0u32;
     while !*stop.borrow() {
         let attempt = async {
+            // Computed per attempt: the day, and the keys, change.
+            let name = lock(&home)
+                .and_then(|mut h| h.sync_server_name())
+                .map_err(|e| e.to_string())?;
             let conn = endpoint
-                .connect_with(client.clone(), addr, tls::SERVER_NAME)
+                .connect_with(client.clone(), addr, &name)
                 .map_err(|e| e.to_string())?
                 .await
                 .map_err(|e| e.to_string())?;

@@ -97,7 +97,7 @@ async fn post_as(home: &Shared, relay: &str, automerge: Vec<u8>) {
         automerge,
         attestations: Vec::new(),
     };
-    let sealed = bundle::seal(&body, &key, &recipients, &mut OsRng).unwrap();
+    let sealed = bundle::seal(&body, &secret, &key, &recipients, &mut OsRng).unwrap();
     assert!(sealed.len() < 2 << 20, "{} bytes posted", sealed.len());
     let client = RelayClient::connect(relay.parse().unwrap(), &secret)
         .await

@@ -65,7 +65,7 @@ async fn dial<R: Replica>(
     let config = tls::client_config(secret, Arc::new(AllowList::new(allowed)), ALPN_SYNC).unwrap();
     let endpoint = quinn::Endpoint::client(loopback()).unwrap();
     let conn = endpoint
-        .connect_with(config, addr, tls::SERVER_NAME)
+        .connect_with(config, addr, &server_name(addr))
         .unwrap()
         .await
         .map_err(|e| DriveError::Connection(e.to_string()))?;
@@ -315,7 +315,7 @@ impl Replica for Cutting {
 async fn tls_verdict(secret: &DeviceSecret, server: DeviceId, addr: SocketAddr) -> Result<(), String> {
     let config = tls::client_config(secret, Arc::new(AllowList::new([server])), ALPN_SYNC).unwrap();
     let endpoint = quinn::Endpoint::client(loopback()).unwrap();
-    let connecting = endpoint.connect_with(config, addr, tls::SERVER_NAME).unwrap();
+    let connecting = endpoint.connect_with(config, addr, &server_name(addr)).unwrap();
     let verdict = match within("a TLS handshake", connecting).await {
         // TLS 1.3 checks the client's key after the client has finished, so a
         // refusal arrives as the connection closing right after the handshake.

@@ -20,10 +20,20 @@ use crate::error::InvalidInput;
 pub struct DeviceId(VerifyingKey);
 
 impl DeviceId {
-    /// Validates 32 bytes as an ed25519 public key (a point on the curve).
+    /// Validates 32 bytes as an ed25519 public key: a point on the curve that
+    /// is not of small order. A weak (small-order) key is refused because
+    /// anyone can act as it: signatures by it can be forged, and X25519 with
+    /// its Montgomery form gives the same all-zero shared secret whatever the
+    /// other side's scalar, so an envelope sealed to it opens for everyone.
+    /// Every key duet reads from the network, a document or the disk is
+    /// parsed here (or refused by the same check, as TLS does).
     pub fn from_bytes(bytes: &[u8]) -> Option<DeviceId> {
         let arr: [u8; 32] = bytes.try_into().ok()?;
-        VerifyingKey::from_bytes(&arr).ok().map(DeviceId)
+        let key = VerifyingKey::from_bytes(&arr).ok()?;
+        if key.is_weak() {
+            return None;
+        }
+        Some(DeviceId(key))
     }
 
     /// The key's 32 bytes.
@@ -219,6 +229,45 @@ mod tests {
         let mut bad_sig = a;
         bad_sig.signature[0] ^= 1;
         assert!(!bad_sig.verify());
+    }
+
+    /// Encodings of the eight points of small order on the ed25519 curve (the
+    /// 8-torsion subgroup), and non-canonical encodings of some of them.
+    const WEAK_KEYS: [&str; 11] = [
+        // The identity (order 1).
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        // y = -1 (order 2).
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        // y = 0, both signs of x (order 4).
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000080",
+        // The four points of order 8.
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+        // Non-canonical: the identity with the sign bit, y = p + 1 (the
+        // identity again) and y = p - 1 + p (order 2 again, y >= p).
+        "0100000000000000000000000000000000000000000000000000000000000080",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    ];
+
+    #[test]
+    fn small_order_keys_are_never_device_ids() {
+        for weak in WEAK_KEYS {
+            let bytes = hex::decode(weak).unwrap();
+            assert_eq!(DeviceId::from_bytes(&bytes), None, "{weak} was accepted");
+            assert!(weak.parse::<DeviceId>().is_err(), "{weak} parsed");
+            assert_eq!(DeviceId::from_actor(&ActorId::from(bytes.as_slice())), None);
+        }
+        // Those that decode at all are refused for their order, not their form.
+        let points = WEAK_KEYS
+            .iter()
+            .filter_map(|w| <[u8; 32]>::try_from(hex::decode(w).unwrap()).ok())
+            .filter(|b| VerifyingKey::from_bytes(b).is_ok_and(|k| k.is_weak()))
+            .count();
+        assert!(points >= 8, "only {points} decode as weak points");
     }
 
     #[test]

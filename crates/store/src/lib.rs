@@ -303,6 +303,10 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
         // device's first sync is one entry (see `Write::document`).
         conn.pragma_update(None, "cache_size", -16384)?;
         conn.pragma_update(None, "foreign_keys", true)?;
+        // Deleted rows are overwritten with zeros, not left in free pages:
+        // a journal entry or review date that is removed must not stay
+        // readable in the file (see `Store::scrub` for the WAL's copy).
+        conn.pragma_update(None, "secure_delete", true)?;
         schema::migrate(conn)
     };
     match setup(&mut conn).map_err(|e| StoreError::sqlite(path, e))? {

@@ -199,6 +199,43 @@ fn private_data_stays_in_its_tables() {
     assert_eq!(s.log(None).unwrap().len(), 1);
 }
 
+/// Whether any file of the store in `dir` (database, WAL, shared memory)
+/// holds `text`.
+fn on_disk(dir: &Path, text: &str) -> bool {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .any(|bytes| bytes.windows(text.len()).any(|w| w == text.as_bytes()))
+}
+
+#[test]
+fn deleted_private_rows_are_gone_from_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = create(dir.path(), 1);
+    let kept = s.journal_add("kept: the garden on Sunday", 5).unwrap();
+    let gone = s.journal_add("gone: what I never said to Alex", 6).unwrap();
+    s.private_set("review_date", Some("review-1999-12-31")).unwrap();
+    // More writes after it, so the row is not simply the last thing written.
+    bump(&mut s);
+    assert!(on_disk(dir.path(), "gone: what I never said"));
+
+    assert!(s.journal_remove(gone).unwrap());
+    assert!(!s.journal_remove(gone).unwrap(), "already gone");
+    s.private_set("review_date", None).unwrap();
+    assert_eq!(
+        s.journal().unwrap().iter().map(|e| e.id).collect::<Vec<_>>(),
+        [kept]
+    );
+    assert!(!on_disk(dir.path(), "gone: what I never said"));
+    assert!(!on_disk(dir.path(), "review-1999-12-31"));
+    drop(s);
+    assert!(!on_disk(dir.path(), "gone: what I never said"));
+    assert!(
+        on_disk(dir.path(), "kept: the garden on Sunday"),
+        "the search finds what is there"
+    );
+}
+
 #[test]
 fn every_write_signs_the_devices_newest_change() {
     let dir = tempfile::tempdir().unwrap();

@@ -206,11 +206,11 @@ fn sync_frame(chunks: Vec<Vec<u8>>) -> Frame {
 
 #[test]
 fn a_session_refuses_a_bomb_and_the_home_is_untouched() {
-    let (mut doc, _, b) = space();
+    let (mut doc, a, b) = space();
     let saved = doc.save();
     let deflated = gigabyte();
     // A member sends a compressed change bomb among honest-looking chunks.
-    let mut s = Session::new(b.device_id(), "5eed", None, 0);
+    let mut s = Session::new(b.device_id(), "5eed", a.device_id(), None, 0);
     s.handle(&hello(), &mut doc, 0).unwrap();
     let bombs = vec![change_bomb(deflated), document_bomb(deflated)];
     let err = s.handle(&sync_frame(bombs), &mut doc, 0).unwrap_err();
@@ -254,10 +254,10 @@ fn a_session_refuses_a_bomb_and_the_home_is_untouched() {
 #[test]
 fn many_small_bombs_in_one_message_are_bounded_together() {
     // Each inflates to 40 MiB, under the bound alone; seven together pass it.
-    let (mut doc, _, b) = space();
+    let (mut doc, a, b) = space();
     let saved = doc.save();
     let one = change_bomb(&deflated_zeros(40 * MIB));
-    let mut s = Session::new(b.device_id(), "5eed", None, 0);
+    let mut s = Session::new(b.device_id(), "5eed", a.device_id(), None, 0);
     s.handle(&hello(), &mut doc, 0).unwrap();
     let err = s.handle(&sync_frame(vec![one; 7]), &mut doc, 0).unwrap_err();
     assert!(
@@ -282,7 +282,8 @@ fn a_bundle_carrying_a_bomb_is_refused_at_import() {
         };
         let mut waiting = HashMap::new();
         let mut attestations = Vec::new();
-        let err = bundle::import(&mut doc, &body, &mut waiting, &mut attestations).unwrap_err();
+        let err =
+            bundle::import(&mut doc, &body, a.device_id(), &mut waiting, &mut attestations).unwrap_err();
         assert!(
             matches!(&err, BundleError::Refused(e) if refused_for_size(e)),
             "{err}"

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use duet_model::identity::{DeviceId, DeviceSecret};
 use duet_sync::net::tls::{
-    ALPN_PAIR, ALPN_SYNC, AllowList, AnyDevice, PeerPolicy, SERVER_NAME, client_config, peer_device,
-    server_config,
+    ALPN_PAIR, ALPN_SYNC, AllowList, AnyDevice, KeyGate, PeerPolicy, SERVER_NAME, client_config,
+    gated_server_config, peer_device, server_config,
 };
 use quinn::{Connection, ConnectionError, Endpoint};
 use tokio::time::timeout;
@@ -272,10 +272,89 @@ async fn a_client_claiming_an_allowed_key_without_its_secret_is_refused() {
     assert_no_more_incoming(&server_ep).await;
 }
 
+#[tokio::test]
+async fn a_client_presenting_a_weak_key_is_refused_even_by_a_server_allowing_anyone() {
+    let server_secret = device(1);
+    let server_ep = server(&server_secret, Arc::new(AnyDevice));
+    // The identity point: a small-order key whose signatures anyone can forge.
+    let identity: [u8; 32] = std::array::from_fn(|i| u8::from(i == 0));
+    let mut client_ep = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    client_ep.set_default_client_config(forged::client_config_presenting(identity, &device(3)));
+
+    let (_, server_result) = tokio::join!(connect(&client_ep, addr(&server_ep)), accept(&server_ep));
+    let server_err = server_result.expect_err("a weak key is no device");
+    // Refused for the key itself, before its signature is looked at.
+    assert_ne!(tls_alert(&server_err), Some(DECRYPT_ERROR), "{server_err:?}");
+    assert!(tls_alert(&server_err).is_some(), "{server_err:?}");
+    assert_no_more_incoming(&server_ep).await;
+}
+
+/// Opens for one server name.
+#[derive(Debug)]
+struct Password(&'static str);
+
+impl KeyGate for Password {
+    fn opens_for(&self, server_name: Option<&str>) -> bool {
+        server_name == Some(self.0)
+    }
+}
+
+#[tokio::test]
+async fn a_gated_server_shows_its_key_only_to_clients_sending_the_name_it_opens_for() {
+    let (server_secret, member, stranger) = (device(1), device(2), device(3));
+    let both = allow(&[&server_secret, &member]);
+    let config = gated_server_config(
+        &server_secret,
+        Arc::new(both.clone()),
+        &[ALPN_SYNC],
+        Arc::new(Password("abc.duet.invalid")),
+    )
+    .unwrap();
+    let server_ep = Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+
+    // A stranger that trusts any key and records what it is shown: with no
+    // name, the fixed name, or a wrong one, it is shown nothing.
+    for name in ["duet", "abd.duet.invalid", "abc.duet.invalid.evil"] {
+        let (config, seen) = forged::recording_client_config(&stranger);
+        let mut client_ep = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        client_ep.set_default_client_config(config);
+        let connecting = client_ep.connect(addr(&server_ep), name).unwrap();
+        let (client_result, server_result) = tokio::join!(timeout(STEP, connecting), accept(&server_ep));
+        let client_err = client_result.unwrap().expect_err("no key, no handshake");
+        assert_eq!(tls_alert(&client_err), Some(ACCESS_DENIED), "{client_err:?}");
+        assert!(server_result.is_err());
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "{name}: shown {:?}",
+            seen.lock().unwrap()
+        );
+    }
+
+    // The same stranger sending the right name is shown the key (and then
+    // refused as a device not allowed): the recorder does record.
+    let (config, seen) = forged::recording_client_config(&stranger);
+    let mut client_ep = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    client_ep.set_default_client_config(config);
+    let connecting = client_ep.connect(addr(&server_ep), "abc.duet.invalid").unwrap();
+    let (_, server_result) = tokio::join!(timeout(STEP, connecting), accept(&server_ep));
+    assert_eq!(tls_alert(&server_result.unwrap_err()), Some(ACCESS_DENIED));
+    let shown = seen.lock().unwrap().clone();
+    assert_eq!(shown.len(), 1);
+    assert!(shown[0].ends_with(server_secret.device_id().as_bytes()));
+
+    // A member sending the name connects and sees the server's key.
+    let client_ep = client(&member, Arc::new(both), ALPN_SYNC);
+    let connecting = client_ep.connect(addr(&server_ep), "abc.duet.invalid").unwrap();
+    let (client_conn, server_conn) = tokio::join!(timeout(STEP, connecting), accept(&server_ep));
+    let (client_conn, server_conn) = (client_conn.unwrap().unwrap(), server_conn.unwrap());
+    exchange(&client_conn, &server_conn).await;
+    assert_eq!(peer_device(&client_conn), Some(server_secret.device_id()));
+}
+
 /// A hand-built rustls client that presents one device's public key and signs
 /// the handshake with another device's secret, and trusts any server.
 mod forged {
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
     use duet_model::identity::DeviceSecret;
     use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
@@ -285,11 +364,19 @@ mod forged {
     use rustls::{DigitallySignedStruct, SignatureScheme};
 
     pub fn client_config(claimed: &DeviceSecret, signer: &DeviceSecret) -> quinn::ClientConfig {
+        client_config_presenting(*claimed.device_id().as_bytes(), signer)
+    }
+
+    /// The same, presenting any 32 bytes as the ed25519 key (even a weak key,
+    /// which no `DeviceId` can hold).
+    pub fn client_config_presenting(claimed: [u8; 32], signer: &DeviceSecret) -> quinn::ClientConfig {
         let pkcs8 = signer.signing_key().to_pkcs8_der().unwrap();
         let signer =
             rustls::crypto::ring::sign::any_eddsa_type(&PrivatePkcs8KeyDer::from(pkcs8.as_bytes())).unwrap();
-        let spki = claimed.device_id().verifying_key().to_public_key_der().unwrap();
-        let key = CertifiedKey::new(vec![CertificateDer::from(spki.into_vec())], signer);
+        // Any ed25519 SubjectPublicKeyInfo is a fixed 12-byte header, then the key.
+        let mut spki = signer_spki_header();
+        spki.extend_from_slice(&claimed);
+        let key = CertifiedKey::new(vec![CertificateDer::from(spki)], signer);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -300,6 +387,15 @@ mod forged {
         tls.alpn_protocols = vec![super::ALPN_SYNC.to_vec()];
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
         quinn::ClientConfig::new(Arc::new(crypto))
+    }
+
+    fn signer_spki_header() -> Vec<u8> {
+        let der = DeviceSecret::from_bytes(&[1; 32])
+            .device_id()
+            .verifying_key()
+            .to_public_key_der()
+            .unwrap();
+        der.as_bytes()[..der.as_bytes().len() - 32].to_vec()
     }
 
     #[derive(Debug)]
@@ -313,6 +409,67 @@ mod forged {
             true
         }
         fn has_certs(&self) -> bool {
+            true
+        }
+    }
+
+    /// A client for `secret` that trusts any server key and records each
+    /// key it is shown.
+    pub fn recording_client_config(secret: &DeviceSecret) -> (quinn::ClientConfig, Arc<Mutex<Vec<Vec<u8>>>>) {
+        let pkcs8 = secret.signing_key().to_pkcs8_der().unwrap();
+        let signer =
+            rustls::crypto::ring::sign::any_eddsa_type(&PrivatePkcs8KeyDer::from(pkcs8.as_bytes())).unwrap();
+        let spki = secret.device_id().verifying_key().to_public_key_der().unwrap();
+        let key = CertifiedKey::new(vec![CertificateDer::from(spki.into_vec())], signer);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Recording(seen.clone())))
+            .with_client_cert_resolver(Arc::new(Forged(Arc::new(key))));
+        tls.alpn_protocols = vec![super::ALPN_SYNC.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        (quinn::ClientConfig::new(Arc::new(crypto)), seen)
+    }
+
+    /// Trusts anyone, and records the key each server presented.
+    #[derive(Debug)]
+    struct Recording(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl ServerCertVerifier for Recording {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            self.0.lock().unwrap().push(end_entity.to_vec());
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            vec![SignatureScheme::ED25519]
+        }
+        fn requires_raw_public_keys(&self) -> bool {
             true
         }
     }

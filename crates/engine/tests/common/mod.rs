@@ -10,6 +10,7 @@
 
 pub mod udp_proxy;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -148,7 +149,25 @@ pub async fn start_serve_with(home: &Shared, opts: ServeOptions) -> Server {
     let (ready_tx, ready_rx) = oneshot::channel();
     let task = tokio::spawn(serve(home.clone(), opts, stop_rx, Some(ready_tx)));
     let addr = within("serve to listen", ready_rx).await.unwrap();
+    // After `serve` made sure the space has a key.
+    let name = lock(home).sync_server_name().unwrap();
+    NAMES.lock().unwrap().insert(addr, name);
     Server { addr, stop, task }
+}
+
+/// The TLS server name of each serve started by [`start_serve_with`].
+static NAMES: Mutex<BTreeMap<SocketAddr, String>> = Mutex::new(BTreeMap::new());
+
+/// The server name a member of the couple served at `addr` dials it with
+/// (a serve shows its key only to a client that sends it), for tests that
+/// speak TLS by hand; the fixed name for an address no serve was started at.
+pub fn server_name(addr: SocketAddr) -> String {
+    NAMES
+        .lock()
+        .unwrap()
+        .get(&addr)
+        .cloned()
+        .unwrap_or_else(|| duet_sync::net::tls::SERVER_NAME.to_string())
 }
 
 impl Server {

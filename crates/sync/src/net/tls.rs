@@ -19,6 +19,11 @@
 //!    [`verify_tls13_signature_with_raw_key`](rustls::crypto::verify_tls13_signature_with_raw_key)
 //!    with *ring*'s algorithms).
 //!
+//! A sync server shows its key only to a client whose server name (SNI) its
+//! [`KeyGate`] opens for ([`gated_server_config`]): the key goes out before
+//! the client authenticates, and it is a stable identifier. The engine's gate
+//! opens for a name only the couple's devices can compute.
+//!
 //! Session resumption and 0-RTT are off on both sides: a resumed TLS 1.3
 //! session skips the certificate exchange, so the policy would not be asked
 //! again and a revoked device could keep reconnecting on an old ticket. A full
@@ -57,9 +62,10 @@ pub const ALPN_PAIR: &[u8] = b"duet-pair/2";
 /// posts is sealed and signed).
 pub const ALPN_RELAY: &[u8] = b"duet-relay/1";
 
-/// The TLS server name a client sends. Devices are found by key, not by name,
-/// so the name is fixed and ignored by the verifier; pass it to
-/// `quinn::Endpoint::connect`.
+/// The TLS server name a client sends when nothing more is needed (pairing,
+/// relays). Devices are found by key, not by name, so the name is ignored by
+/// the verifier; pass it to `quinn::Endpoint::connect`. A sync server behind a
+/// [`KeyGate`] needs the name its gate opens for instead.
 pub const SERVER_NAME: &str = "duet";
 
 /// How long a connection may be silent before it is closed.
@@ -164,11 +170,52 @@ pub enum TlsError {
     Quic(#[from] NoInitialCipherSuite),
 }
 
+/// Decides, from the server name a client sent (its TLS SNI), whether a
+/// server shows the client its device key.
+///
+/// In TLS 1.3 the server's `Certificate` goes out before the client has
+/// authenticated, so a server that showed its key to every client would show
+/// a stable identifier to anyone who connects. Asked once per handshake,
+/// before anything else is known about the client.
+pub trait KeyGate: Send + Sync + Debug {
+    /// Whether a client that sent `server_name` (if any) may see the key.
+    fn opens_for(&self, server_name: Option<&str>) -> bool;
+}
+
 /// A QUIC server configuration that presents `secret`'s device key, requires
 /// the client to present its own, and completes the handshake only with
 /// clients that `policy` allows. `alpn` lists the protocols served.
+///
+/// It shows the key to anyone who connects: for pairing and relays. A sync
+/// server uses [`gated_server_config`].
 pub fn server_config(
     secret: &DeviceSecret,
+    policy: Arc<dyn PeerPolicy>,
+    alpn: &[&[u8]],
+) -> Result<quinn::ServerConfig, TlsError> {
+    server_config_with(Arc::new(OwnKey::new(secret)?), policy, alpn)
+}
+
+/// As [`server_config`], but the device key is presented only to clients
+/// whose server name `gate` opens for. Any other client gets no key at all:
+/// the server ends the handshake with an `access_denied` alert right after
+/// the ClientHello, so it never learns which device answered. (A client the
+/// gate lets through still has to pass `policy` and prove its own key.)
+pub fn gated_server_config(
+    secret: &DeviceSecret,
+    policy: Arc<dyn PeerPolicy>,
+    alpn: &[&[u8]],
+    gate: Arc<dyn KeyGate>,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let resolver = GatedKey {
+        own: OwnKey::new(secret)?,
+        gate,
+    };
+    server_config_with(Arc::new(resolver), policy, alpn)
+}
+
+fn server_config_with(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
     policy: Arc<dyn PeerPolicy>,
     alpn: &[&[u8]],
 ) -> Result<quinn::ServerConfig, TlsError> {
@@ -177,7 +224,7 @@ pub fn server_config(
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(OwnKey::new(secret)?));
+        .with_cert_resolver(resolver);
     tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     // No resumption (see the module doc): no tickets, no session cache, and
     // so no 0-RTT (`max_early_data_size` stays 0).
@@ -259,13 +306,10 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The 32-byte device key inside a presented `SubjectPublicKeyInfo`, if it is
-/// exactly one DER-encoded ed25519 key that is not of small order (a weak key
-/// would let anyone forge its signatures).
+/// exactly one DER-encoded ed25519 key that is a device id, so not of small
+/// order (a weak key would let anyone forge its signatures).
 fn device_from_spki(spki: &[u8]) -> Option<DeviceId> {
     let key = VerifyingKey::from_public_key_der(spki).ok()?;
-    if key.is_weak() {
-        return None;
-    }
     DeviceId::from_bytes(key.as_bytes())
 }
 
@@ -309,6 +353,28 @@ impl rustls::client::ResolvesClientCert for OwnKey {
 impl rustls::server::ResolvesServerCert for OwnKey {
     fn resolve(&self, _client_hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(Arc::clone(&self.0))
+    }
+
+    fn only_raw_public_keys(&self) -> bool {
+        true
+    }
+}
+
+/// This device's key, presented only to clients the gate opens for.
+#[derive(Debug)]
+struct GatedKey {
+    own: OwnKey,
+    gate: Arc<dyn KeyGate>,
+}
+
+impl rustls::server::ResolvesServerCert for GatedKey {
+    fn resolve(&self, client_hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if self.gate.opens_for(client_hello.server_name()) {
+            return Some(Arc::clone(&self.own.0));
+        }
+        tracing::debug!("refused a client that sent no server name this device recognises");
+        // No key at all: rustls ends the handshake (`access_denied`).
+        None
     }
 
     fn only_raw_public_keys(&self) -> bool {

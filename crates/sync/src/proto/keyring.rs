@@ -331,6 +331,79 @@ mod tests {
         assert_eq!(sk.public_key().to_bytes(), secret(5).device_id().x25519_public());
     }
 
+    /// What anyone can do with an envelope sealed to a small-order key, with
+    /// no secret at all: the sealer's shared secret is its ephemeral scalar
+    /// times a point of order at most 8, so one of at most 5 values (the u
+    /// coordinates of that point's multiples), and the sealed box's nonce is
+    /// public. Trying a few dozen throwaway secrets (each lands on one of
+    /// those values) finds the one the sealer used.
+    fn open_without_any_secret(envelope: &[u8], recipient: [u8; 32]) -> Option<Vec<u8>> {
+        use blake2::Digest;
+        use crypto_box::aead::Aead;
+        let (ephemeral, boxed) = envelope.split_at_checked(32)?;
+        let recipient = crypto_box::PublicKey::from(recipient);
+        let nonce = blake2::Blake2b::<blake2::digest::consts::U24>::new()
+            .chain_update(ephemeral)
+            .chain_update(recipient.as_bytes())
+            .finalize();
+        (1..=64u8).find_map(|n| {
+            let anyone = crypto_box::SecretKey::from_bytes([n; 32]);
+            crypto_box::SalsaBox::new(&recipient, &anyone)
+                .decrypt(&nonce, boxed)
+                .ok()
+        })
+    }
+
+    #[test]
+    fn no_envelope_is_sealed_to_a_weak_key_which_anyone_could_open() {
+        let mut rng = rng();
+        let key = SpaceKey::generate(1, &mut rng);
+        // The points of order 1, 2, 4 and 8 (see duet_model's identity tests).
+        let weak = [
+            "0100000000000000000000000000000000000000000000000000000000000000",
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "0000000000000000000000000000000000000000000000000000000000000080",
+            "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+            "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+            "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+            "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+        ];
+        for weak in weak {
+            let bytes: [u8; 32] =
+                std::array::from_fn(|i| u8::from_str_radix(&weak[2 * i..2 * i + 2], 16).unwrap());
+            let point = ed25519_dalek::VerifyingKey::from_bytes(&bytes).unwrap();
+            assert!(point.is_weak());
+            let x25519 = point.to_montgomery().to_bytes();
+            // The attack is real: a box sealed straight to such a key opens
+            // for someone who holds no secret.
+            for _ in 0..4 {
+                let sealed = crypto_box::PublicKey::from(x25519)
+                    .seal(&mut rng, b"a space key")
+                    .unwrap();
+                assert_eq!(
+                    open_without_any_secret(&sealed, x25519).as_deref(),
+                    Some(&b"a space key"[..]),
+                    "{weak}"
+                );
+            }
+            // duet cannot seal to one: it is no device id, so no member, so
+            // no recipient of `envelope_for` or `missing_envelopes`.
+            if let Some(device) = DeviceId::from_bytes(&bytes) {
+                let envelope = key.envelope_for(&device, &mut rng);
+                let opened = open_without_any_secret(&envelope, device.x25519_public());
+                panic!(
+                    "{weak} is a device id; an envelope to it opened without a secret: {}",
+                    opened.is_some()
+                );
+            }
+        }
+        // The check is not vacuous: the same steps fail on a real key.
+        let real = secret(1).device_id();
+        let envelope = key.envelope_for(&real, &mut rng);
+        assert!(open_without_any_secret(&envelope, real.x25519_public()).is_none());
+    }
+
     #[test]
     fn key_ids_are_the_hash_of_the_secret_and_print_as_hex() {
         let key = SpaceKey::from_secret(1, [7; 32]);

@@ -153,6 +153,22 @@ fn access_list_limits() {
         payload: postcard::to_stdvec(&w).unwrap(),
     };
     assert_eq!(Request::decode(&f), Err(WireError::BadKey));
+    // So is a weak (small-order) key, as a listed device or as the signer:
+    // anyone could act as it. The identity point, and a point of order 8.
+    let identity: [u8; 32] = std::array::from_fn(|i| u8::from(i == 0));
+    let order_8 = "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05";
+    let order_8: [u8; 32] =
+        std::array::from_fn(|i| u8::from_str_radix(&order_8[2 * i..2 * i + 2], 16).unwrap());
+    for weak in [identity, order_8] {
+        let mut listed = full.to_wire();
+        listed.devices[1] = weak;
+        let mut signer = full.to_wire();
+        signer.signer = weak;
+        for w in [listed, signer] {
+            let bytes = postcard::to_stdvec(&w).unwrap();
+            assert_eq!(SignedAccess::from_bytes(&bytes), Err(WireError::BadKey));
+        }
+    }
     // A short signature is malformed.
     let mut w = full.to_wire();
     w.signature.pop();
