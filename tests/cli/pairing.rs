@@ -207,30 +207,16 @@ fn the_code_is_read_from_standard_input_and_one_in_the_arguments_is_warned_about
 
     // `-` reads it from standard input: no warning, and the pairing completes.
     // (Every other pairing test gives only the address and pipes the code.)
-    let (host, code, addr) = pair_host(&alex);
-    let run = {
-        use std::io::Write;
-        use std::process::Stdio;
-        let mut child = blair
-            .command(&["pair", "join", "-", &addr, "--json"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{code}\n").as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{stderr}");
-    assert!(!stderr.contains("warning"), "{stderr}");
-    let joined: Value = serde_json::from_slice(&run.stdout).unwrap();
-    let out = host.finish().success();
-    let hosted: Value = serde_json::from_str(out.lines().nth(1).unwrap()).unwrap();
-    assert_eq!(joined["phrase"], hosted["phrase"]);
+    let (mut host, code, addr) = pair_host(&alex);
+    let mut join = blair.spawn(&["pair", "join", "-", &addr, "--json"]);
+    join.answer(&format!("{code}\n"));
+    let asked = confirm(&mut host, &mut join).expect("the joiner showed a phrase");
+    let run = join.finish();
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+    let joined = last_json(run);
+    let hosted = last_json(host.finish());
+    assert_eq!(joined["phrase"], asked["phrase"]);
+    assert_eq!(hosted["phrase"], asked["phrase"]);
     assert_eq!(str_of(&joined, "peer"), device_id(&alex));
 
     // With nothing on standard input there is no code: one clear error.
@@ -376,7 +362,8 @@ fn the_host_records_nothing_until_its_person_says_yes_and_a_no_admits_no_one() {
     // say) all turn the device away.
     for answer in ["n\n", "\n", ""] {
         let (mut host, code, addr) = pair_host(&alex);
-        let mut join = blair.spawn(&["pair", "join", &code, &addr, "--json"]);
+        let mut join = blair.spawn(&["pair", "join", &addr, "--json"]);
+        join.answer(&format!("{code}\n"));
         let shown: Value = serde_json::from_str(&join.line()).expect("JSON");
         let asked = host.json_line();
         assert_eq!(asked["confirm"]["phrase"], shown["phrase"], "{asked:#} {shown:#}");

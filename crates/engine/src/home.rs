@@ -258,8 +258,20 @@ impl Home {
     /// who may connect and write, grows from this device, never from what
     /// the document says about itself.
     pub fn founder(&mut self) -> Result<DeviceId> {
+        self.pinned_founder()?.ok_or_else(|| Error::Inconsistent {
+            path: self.dir.display().to_string(),
+            detail: "it holds no space yet: finish joining with `duet pair join`".into(),
+        })
+    }
+
+    /// The pinned founder, pinning it on first use; `None` while the home
+    /// holds no space yet (joining one).
+    fn pinned_founder(&mut self) -> Result<Option<DeviceId>> {
         if let Some(f) = self.store.meta_get(FOUNDER)?.and_then(|s| s.parse().ok()) {
-            return Ok(f);
+            return Ok(Some(f));
+        }
+        if self.read(|doc| doc.get_heads().is_empty())? {
+            return Ok(None);
         }
         let found = self
             .read(space::founding_device)?
@@ -268,13 +280,16 @@ impl Home {
                 detail: "its space's history does not have one beginning".into(),
             })?;
         self.store.meta_set(FOUNDER, &found.to_string())?;
-        Ok(found)
+        Ok(Some(found))
     }
 
-    /// The space's member devices, grown from the pinned founder.
+    /// The space's member devices, grown from the pinned founder (none while
+    /// the home holds no space yet).
     pub fn membership(&mut self) -> Result<Membership> {
-        let founder = self.founder()?;
-        self.read(|doc| Membership::pinned(doc, founder))
+        match self.pinned_founder()? {
+            Some(founder) => self.read(|doc| Membership::pinned(doc, founder)),
+            None => Ok(Membership::default()),
+        }
     }
 
     /// The home folder.

@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 mod common;
+use common::forger::{InMemory, dial};
 use common::*;
 
 // ---------------------------------------------------------------------------
@@ -52,33 +53,6 @@ fn issue_id(home: &Shared, title: &str) -> String {
 // ---------------------------------------------------------------------------
 // Sessions driven through a test `Replica`
 // ---------------------------------------------------------------------------
-
-/// Dials `addr` as the device `secret` (accepting the servers in `allowed`) and
-/// drives a session made by `session` through `replica`, like `sync_once` does.
-async fn dial<R: Replica>(
-    secret: &DeviceSecret,
-    allowed: Vec<DeviceId>,
-    addr: SocketAddr,
-    replica: Arc<Mutex<R>>,
-    session: impl FnOnce(DeviceId) -> Session,
-) -> Result<Report, DriveError> {
-    let config = tls::client_config(secret, Arc::new(AllowList::new(allowed)), ALPN_SYNC).unwrap();
-    let endpoint = quinn::Endpoint::client(loopback()).unwrap();
-    let conn = endpoint
-        .connect_with(config, addr, &server_name(addr))
-        .unwrap()
-        .await
-        .map_err(|e| DriveError::Connection(e.to_string()))?;
-    let peer = tls::peer_device(&conn).expect("the server presented a device key");
-    let (send, recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| DriveError::Connection(e.to_string()))?;
-    let report = driver::drive(session(peer), send, recv, replica, Mode::OneShot).await;
-    conn.close(0u32.into(), b"done");
-    endpoint.wait_idle().await;
-    report
-}
 
 /// Listens as the device `secret` (accepting the clients in `allowed`) and
 /// answers one session through `replica`: an attacker waiting for a victim to
@@ -151,44 +125,6 @@ impl Replica for Tampering {
 
     fn is_synced(&mut self, session: &Session) -> Result<bool, DriveError> {
         Replica::is_synced(&mut self.home, session)
-    }
-
-    fn save_state(&mut self, _session: &Session) -> Result<(), DriveError> {
-        Ok(())
-    }
-}
-
-/// A replica that is only an automerge document in memory and a list of
-/// attestations to send (what an attacker with the library can build); it
-/// records every frame it receives.
-struct InMemory {
-    doc: Automerge,
-    attestations: Vec<Attestation>,
-    frames: Vec<Frame>,
-}
-
-impl Replica for InMemory {
-    fn receive(
-        &mut self,
-        session: &mut Session,
-        frame: &Frame,
-        now_ms: u64,
-    ) -> Result<Vec<Event>, DriveError> {
-        self.frames.push(frame.clone());
-        let actor = self.doc.get_actor().clone();
-        let mut working = self.doc.fork().with_actor(actor);
-        let events = session.handle(frame, &mut working, now_ms)?;
-        self.doc = working;
-        Ok(events)
-    }
-
-    fn generate(&mut self, session: &mut Session) -> Result<(), DriveError> {
-        session.generate(&self.doc, &self.attestations);
-        Ok(())
-    }
-
-    fn is_synced(&mut self, session: &Session) -> Result<bool, DriveError> {
-        Ok(session.is_synced(&self.doc))
     }
 
     fn save_state(&mut self, _session: &Session) -> Result<(), DriveError> {

@@ -17,7 +17,8 @@
 //! - an entry counts when its writer is a member and did not write it after its
 //!   own revocation (an edit a revoked device made before it learned of its
 //!   revocation, relayed by a member, keeps its content but carries no
-//!   authority);
+//!   authority); a device such an entry names is listed as revoked from its
+//!   first change;
 //! - revocation marks a device's entry with the last of its changes that still
 //!   counts (`revoked_after`, a sequence number of its automerge actor, and
 //!   `revoked_after_op`, that change's last operation). Its changes up to
@@ -216,6 +217,7 @@ impl Membership {
                 m.revoked_after_op = *op;
             }
         }
+        members.extend(voided(&entries, &members));
         members.sort_by_key(|m| (m.seat, m.added_at));
         Membership {
             founder: Some(founder),
@@ -383,6 +385,40 @@ fn closure(entries: &[Entry], founder: DeviceId, cuts: &[(DeviceId, u64, Option<
         }
     }
     members
+}
+
+/// Devices added by a member after its own cut-off (or by such a device): they
+/// never counted, but their edits may have reached members that had not yet
+/// heard of the revocation, and travel on like the revoked device's own. They
+/// are listed as revoked from their first change, so nothing they wrote has
+/// authority and none of their changes is taken from them directly.
+fn voided(entries: &[Entry], members: &[Member]) -> Vec<Member> {
+    let mut out: Vec<Member> = Vec::new();
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for e in entries {
+            let Some(seat) = e.seat else { continue };
+            let Some(by) = e.by else { continue };
+            if members.iter().chain(out.iter()).any(|m| m.id == e.id) {
+                continue;
+            }
+            if !members.iter().chain(out.iter()).any(|m| m.id == by) {
+                continue;
+            }
+            out.push(Member {
+                id: e.id,
+                seat,
+                name: e.name.clone(),
+                added_at: e.added_at,
+                added_by: Some(by),
+                revoked_after: Some(0),
+                revoked_after_op: Some(0),
+            });
+            grew = true;
+        }
+    }
+    out
 }
 
 /// The cut-off of every revoked member: the earliest `revoked_after` written
@@ -638,7 +674,11 @@ mod tests {
             .unwrap();
         doc.merge(&mut phone).unwrap();
         let m = Membership::pinned(&doc, founder);
-        assert!(m.get(&device(5)).is_none());
+        assert!(
+            !m.is_active(&device(5)),
+            "listed as revoked from its first change"
+        );
+        assert_eq!(m.get(&device(5)).and_then(|d| d.revoked_after), Some(0));
         assert!(!m.is_active(&device(2)));
         // Membership at the phone's causal past: before the revocation.
         let heads = phone.get_heads();

@@ -8,6 +8,7 @@
 // Each test binary that includes this module uses only some of it.
 #![allow(dead_code)]
 
+pub mod forger;
 pub mod udp_proxy;
 
 use std::collections::BTreeMap;
