@@ -102,7 +102,7 @@ async fn a_member_writing_what_it_has_no_right_to_is_refused() {
         }),
         // Finding 3: values that speak for Sam.
         ("accepts Sam's agreement for Sam", |tx, ids| {
-            tx.put(&ids.agreement_accepted, "a", 1)
+            tx.put(&ids.agreement_accepted, "a", 2)
         }),
         ("marks Sam's step missed", |tx, ids| {
             tx.put(&ids.step, "done", true)?;

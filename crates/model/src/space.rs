@@ -315,9 +315,26 @@ impl<'a> Editor<'a> {
         })
     }
 
-    /// Records a device of a partner in the space.
+    /// Records a device of a partner in the space. A device already recorded
+    /// is left as it is (pairing it again after an interrupted attempt); a
+    /// revoked one cannot come back (an entry is never written over).
     pub fn add_device(&mut self, device: DeviceId, seat: Seat, name: &str) -> Result<(), ModelError> {
         check_text("device name", name)?;
+        if let Some(known) = Membership::of(&*self.doc).get(&device) {
+            return if known.is_active() && known.seat == seat {
+                Ok(())
+            } else {
+                Err(ModelError::Refused(format!(
+                    "device {} was {} this space before: it cannot be added again (a new device key can)",
+                    device.short(),
+                    if known.is_active() {
+                        "added to another seat of"
+                    } else {
+                        "revoked from"
+                    }
+                )))
+            };
+        }
         self.change(format!("add device {}", device.short()), |tx, _, now| {
             let devices = map_in(tx, &ROOT, "devices")?;
             put_device(tx, &devices, device, seat, name, now)

@@ -346,8 +346,9 @@ fn in_dependency_order<C: ChangeNode, S: BuildHasher>(
 ///
 /// One pass from the newest changes back: each change carries the set of
 /// devices whose attested changes reach it (a bit per device), handed on to
-/// its dependencies. A couple has a handful of devices; with more than 64
-/// among the attestations, a search per device does the same.
+/// its dependencies. A couple has a handful of devices; attestations of more
+/// than 64 devices in one placement are not followed (their changes then read
+/// as unsigned), so a peer cannot make this cost devices x changes.
 fn covered<C: ChangeNode, S: BuildHasher>(
     waiting: &HashMap<ChangeHash, C, S>,
     order: &[ChangeHash],
@@ -359,14 +360,12 @@ fn covered<C: ChangeNode, S: BuildHasher>(
     for a in attestations.iter().filter(|a| set.contains(&a.hash)) {
         let bit = match devices.iter().position(|d| *d == a.device) {
             Some(i) => i,
-            None => {
+            None if devices.len() < MAX_ATTESTING_DEVICES => {
                 devices.push(a.device);
                 devices.len() - 1
             }
+            None => continue,
         };
-        if bit >= 64 {
-            return covered_by_search(waiting, set, attestations);
-        }
         *attested.entry(a.hash).or_default() |= 1 << bit;
     }
     let mut reach: FastMap<ChangeHash, u64> =
@@ -392,7 +391,13 @@ fn covered<C: ChangeNode, S: BuildHasher>(
     out
 }
 
-/// [`covered`] by a search from each device's attested changes.
+/// The most devices whose attestations one placement follows: the bits of a
+/// mask.
+const MAX_ATTESTING_DEVICES: usize = 64;
+
+/// [`covered`] by a search from each device's attested changes: the
+/// reference the one pass is tested against.
+#[cfg(test)]
 fn covered_by_search<C: ChangeNode, S: BuildHasher>(
     waiting: &HashMap<ChangeHash, C, S>,
     set: &FastSet<ChangeHash>,
@@ -593,6 +598,31 @@ mod tests {
             let search = covered_by_search(&pending, &set, &atts);
             assert_eq!(one_pass, search, "attestations {mask:b}");
         }
+    }
+
+    /// Finding 9 of the security review: past 64 attesting devices,
+    /// placement fell back to a search per device (devices x changes). Now
+    /// the 65th device's signature is not followed and its change reads as
+    /// unsigned.
+    #[test]
+    fn attestations_of_more_than_64_devices_are_not_followed() {
+        let (doc, _, _) = space_with_partner();
+        let mut changes = Vec::new();
+        let mut atts = Vec::new();
+        for n in 10..=(10 + MAX_ATTESTING_DEVICES as u8) {
+            let key = DeviceSecret::from_bytes(&[n; 32]);
+            let mut fork = doc.fork().with_actor(key.device_id().actor());
+            let before = fork.get_heads();
+            Editor::new(&mut fork, Seat::B, 0)
+                .rename(&format!("d{n}"))
+                .unwrap();
+            let c = fork.get_changes(&before).remove(0);
+            atts.push(key.attest(&c.hash()));
+            changes.push(c);
+        }
+        let p = place(&doc, &waiting(&changes), &atts);
+        assert_eq!(p.ready.len(), MAX_ATTESTING_DEVICES);
+        assert!(p.unsigned.is_some());
     }
 
     #[test]
