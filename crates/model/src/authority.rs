@@ -20,7 +20,7 @@
 //! | a step's outcome (`done`, `outcome`, `done_at`, `done_by`) | its owner's devices (either partner's for a step owned by both) |
 //! | who wrote something (`raised_by`, `created_by`, `done_by`, a note's `author`) | only the writer's own seat |
 //! | a step's owner | only when the step is made |
-//! | deleting or replacing an issue, a step, an agreement or a week's check-in | nobody |
+//! | deleting or replacing an issue, a step, an agreement or a week's check-in, or any object in them (notes, acceptances, a check-in part) | nobody |
 //! | everything else (titles, bodies, notes, statuses, tags, settings) | any active member |
 //!
 //! What a revoked device wrote after its cut-off is refused by every device
@@ -142,6 +142,26 @@ impl<'a> Judge<'a> {
                 .collect();
             let made_here = own_obj(&op.obj).is_some();
             let obj = exid(&op.obj);
+            if !segs.is_empty() && !made_here {
+                // Nothing in the record is made over, or deleted away from
+                // under, what is already there (a partner's notes, acceptances,
+                // check-in part): duet makes objects only where none is, and
+                // deletes only single values and characters of text.
+                let there = |k: &str| view.all(&obj, k);
+                let over_object = key.is_some_and(|k| {
+                    there(k)
+                        .iter()
+                        .any(|(v, _)| matches!(v, automerge::Value::Object(_)))
+                });
+                let replaces =
+                    matches!(op.action, OpType::Make(_)) && key.is_some_and(|k| !there(k).is_empty());
+                let deletes_object = matches!(op.action, OpType::Delete) && over_object;
+                let deletes_note =
+                    matches!(op.action, OpType::Delete) && key.is_none() && segs.last() == Some(&"notes");
+                if replaces || deletes_object || deletes_note {
+                    return Err(refuse(&format!("over or away something at {}", segs.join("/"))));
+                }
+            }
             match (segs.as_slice(), key) {
                 ([], Some(k)) => {
                     let existing = view.all(&ROOT, k);
@@ -453,6 +473,7 @@ mod tests {
             .unwrap();
         e.add_agreement(&id(3), "Breaks", AgreementKind::ConflictRule)
             .unwrap();
+        e.add_note(&id(1), "I feel unheard").unwrap();
         (doc, founder)
     }
 
