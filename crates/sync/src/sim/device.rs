@@ -248,6 +248,11 @@ impl Device {
         }
     }
 
+    /// This device's signature over its change `hash`.
+    pub(crate) fn sign(&self, hash: &ChangeHash) -> Attestation {
+        self.key.attest(hash)
+    }
+
     /// The newest attestation of every device, as the store lists them.
     pub(crate) fn attestations(&self) -> Vec<Attestation> {
         self.atts.values().map(|(_, a)| *a).collect()

@@ -83,6 +83,7 @@
 
 mod check;
 mod device;
+mod hostile;
 pub mod report;
 mod rng;
 mod world;
@@ -154,6 +155,12 @@ pub struct Config {
     pub trace: bool,
     /// Fail a run on the former bugs' patterns too (see "Former bugs" above).
     pub strict: bool,
+    /// How many times during the chaos phase the last device, running a
+    /// modified client, offers another device a change it has no right to
+    /// write (the device list replaced, the other partner's check-in,
+    /// acceptance or outcome written, a shared issue deleted, a device added
+    /// to the other seat). Each must be refused.
+    pub attacks: u32,
 }
 
 impl Default for Config {
@@ -169,6 +176,7 @@ impl Default for Config {
             max_heal_rounds: 8,
             trace: false,
             strict: true,
+            attacks: 3,
         }
     }
 }

@@ -140,6 +140,10 @@ pub struct Report {
     /// Duplicated or replayed messages a session refused: the right outcome
     /// (nothing of them is applied), counted apart from the bugs.
     pub injected_refused: u64,
+    /// A hostile member's writes the victim refused (the right outcome).
+    pub attacks_refused: u64,
+    /// Attacks with nothing to attack yet (no step, no agreement).
+    pub attacks_idle: u64,
     /// Accepted writes that left a change in a store without a stored
     /// attestation vouching for it (the cause of [`KNOWN_UNVOUCHED`]).
     pub unvouched_writes: u64,
@@ -207,6 +211,8 @@ pub struct Summary {
     pub runs_with_known_refusals: BTreeMap<&'static str, u64>,
     /// Duplicated or replayed messages refused (the right outcome).
     pub injected_refused: u64,
+    /// A hostile member's writes refused (the right outcome).
+    pub attacks_refused: u64,
     /// Writes that left a change without a stored attestation.
     pub unvouched_writes: u64,
     /// Runs with at least one such write.
@@ -257,6 +263,7 @@ impl Summary {
             *self.runs_with_known_refusals.entry(k).or_default() += 1;
         }
         self.injected_refused += report.injected_refused;
+        self.attacks_refused += report.attacks_refused;
         self.unvouched_writes += report.unvouched_writes;
         self.runs_with_unvouched_writes += u64::from(report.unvouched_writes > 0);
         self.poisoned_saves += report.poisoned_saves;
@@ -296,6 +303,7 @@ impl Summary {
             *self.runs_with_known_refusals.entry(k).or_default() += v;
         }
         self.injected_refused += other.injected_refused;
+        self.attacks_refused += other.attacks_refused;
         self.unvouched_writes += other.unvouched_writes;
         self.runs_with_unvouched_writes += other.runs_with_unvouched_writes;
         self.poisoned_saves += other.poisoned_saves;
@@ -368,6 +376,11 @@ impl fmt::Display for Summary {
             f,
             "duplicated or replayed messages refused (the right outcome, nothing applied): {}",
             self.injected_refused
+        )?;
+        writeln!(
+            f,
+            "a hostile member's writes refused (the right outcome, nothing applied): {}",
+            self.attacks_refused
         )?;
         writeln!(f, "honest frames refused because of known bugs:")?;
         for bug in [

@@ -57,6 +57,8 @@ enum Ev {
     Crash,
     /// A crashed device comes back.
     Restart(usize),
+    /// The hostile member offers a device a change it has no right to.
+    Attack,
 }
 
 struct Scheduled {
@@ -342,6 +344,10 @@ impl<'c> World<'c> {
             let t = self.rng.below(chaos);
             self.schedule(t, Ev::Crash);
         }
+        for _ in 0..self.config.attacks {
+            let t = self.rng.below(chaos);
+            self.schedule(t, Ev::Attack);
+        }
         self.schedule(TICK_MS, Ev::Tick);
     }
 
@@ -396,6 +402,7 @@ impl<'c> World<'c> {
                 }
             }
             Ev::Crash => self.crash(),
+            Ev::Attack => self.attack(),
             Ev::Restart(d) => {
                 if let Some(dev) = self.devices.get_mut(d)
                     && !dev.up
@@ -404,6 +411,40 @@ impl<'c> World<'c> {
                     self.trace(|| format!("device {d} restarts"));
                 }
             }
+        }
+    }
+
+    // ----- a hostile member -----
+
+    fn attack(&mut self) {
+        let hostile = self.devices.len() - 1;
+        let others: Vec<usize> = self.up_devices().into_iter().filter(|d| *d != hostile).collect();
+        if !self.devices[hostile].up || others.is_empty() {
+            return;
+        }
+        let victim = others[self.rng.below(others.len() as u64) as usize];
+        let kind = self.rng.below(64);
+        let heads = self.devices[victim].heads();
+        match super::hostile::attack(&self.devices, hostile, victim, kind, self.now) {
+            super::hostile::Outcome::Refused(why) => {
+                self.trace(|| format!("device {victim} refused device {hostile}'s attack: {why}"));
+                if why.contains("no right") || why.contains("not a member") {
+                    self.report.attacks_refused += 1;
+                } else {
+                    self.problem(format!(
+                        "device {victim} refused an attack for another reason: {why}"
+                    ));
+                }
+            }
+            super::hostile::Outcome::Nothing => self.report.attacks_idle += 1,
+            super::hostile::Outcome::Accepted(name) => {
+                self.problem(format!(
+                    "device {victim} accepted a hostile member's write: it {name}"
+                ));
+            }
+        }
+        if self.devices[victim].heads() != heads {
+            self.problem(format!("device {victim}'s document moved during an attack"));
         }
     }
 
