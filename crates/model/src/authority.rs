@@ -147,15 +147,17 @@ impl<'a> Judge<'a> {
                 // under, what is already there (a partner's notes, acceptances,
                 // check-in part): duet makes objects only where none is, and
                 // deletes only single values and characters of text.
+                // Reading at a change's dependencies costs a clock over the
+                // history: only makes and deletes of map keys need it.
                 let there = |k: &str| view.all(&obj, k);
-                let over_object = key.is_some_and(|k| {
-                    there(k)
-                        .iter()
-                        .any(|(v, _)| matches!(v, automerge::Value::Object(_)))
-                });
                 let replaces =
                     matches!(op.action, OpType::Make(_)) && key.is_some_and(|k| !there(k).is_empty());
-                let deletes_object = matches!(op.action, OpType::Delete) && over_object;
+                let deletes_object = matches!(op.action, OpType::Delete)
+                    && key.is_some_and(|k| {
+                        there(k)
+                            .iter()
+                            .any(|(v, _)| matches!(v, automerge::Value::Object(_)))
+                    });
                 let deletes_note =
                     matches!(op.action, OpType::Delete) && key.is_none() && segs.last() == Some(&"notes");
                 if replaces || deletes_object || deletes_note {
