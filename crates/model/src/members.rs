@@ -25,7 +25,10 @@
 //!   there stay part of the record; any later change it signs is refused by
 //!   every device that has learned of the revocation. A revocation by a member
 //!   always counts, so two devices that revoke each other at once both end up
-//!   revoked; if several cut-offs are set, the earliest counts.
+//!   revoked wherever both revocations arrive (each travels only through
+//!   members that take it before they learn of the other, so the first to
+//!   spread can strand the other); if several cut-offs are set, the earliest
+//!   counts.
 
 use automerge::transaction::Transactable;
 use automerge::{ActorId, Automerge, ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc, ScalarValue, Value};

@@ -404,6 +404,25 @@ fn a_new_device_gets_the_whole_document_once() {
     );
 }
 
+/// A new device may have two sessions of its join open at once (it dialled
+/// its host and the host dialled it): once one has brought the history, the
+/// other takes only what is new, and pins the founder from the history the
+/// device now holds. (Found by the simulator's joining devices.)
+#[test]
+fn a_second_session_of_a_join_takes_only_what_is_new() {
+    let mut homes = space_of(&[(2, Seat::B)]);
+    homes[0].add_issue(1, "before the join");
+    let (a, b) = homes.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut b[0]);
+    b.doc = Automerge::new().with_actor(b.id().actor());
+    sync_from(b, a, Session::joining(a.id(), "5eed", 0)).unwrap();
+    assert_eq!(b.titles(), ["before the join"]);
+    a.add_issue(2, "after the join");
+    sync_from(b, a, Session::joining(a.id(), "5eed", 0)).unwrap();
+    assert_eq!(b.titles(), ["after the join", "before the join"]);
+    assert_eq!(a.doc.get_heads(), b.doc.get_heads());
+}
+
 /// The device that founded every space of these tests.
 fn founder() -> duet_model::DeviceId {
     duet_model::DeviceSecret::from_bytes(&[1; 32]).device_id()

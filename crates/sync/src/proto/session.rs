@@ -502,7 +502,7 @@ impl Session {
         }
         let t = std::time::Instant::now();
         if !ready.is_empty() {
-            let founder = self.founder_of(ready.iter().map(|c| (c.actor_id(), c.deps().is_empty())))?;
+            let founder = self.founder_of(ready.iter().map(|c| (c.actor_id(), c.deps().is_empty())), doc)?;
             let peer = self.peer;
             contained(|| verify::check_members(doc, &ready, founder, Some(&peer)))??;
         }
@@ -550,7 +550,10 @@ impl Session {
         if placement.unsigned.is_some() || placement.ready.len() != metas.len() {
             return Ok(None);
         }
-        let founder = self.founder_of(metas.iter().map(|m| (m.actor.as_ref(), m.deps.is_empty())))?;
+        let founder = self.founder_of(
+            metas.iter().map(|m| (m.actor.as_ref(), m.deps.is_empty())),
+            &whole,
+        )?;
         // Every change is judged where it was written, as one by one: the
         // document's changes are rebuilt for it.
         let peer = self.peer;
@@ -582,16 +585,30 @@ impl Session {
 
     /// The space's founder: pinned, or for a joining session the author of
     /// the one change that begins the history received (its first message
-    /// holds the whole history), pinned from then on.
+    /// holds the whole history), pinned from then on. When the history came
+    /// in through another session of the same join, `doc` (the document with
+    /// the received changes applied) already holds that beginning.
     fn founder_of<'c>(
         &mut self,
         received: impl Iterator<Item = (&'c automerge::ActorId, bool)>,
+        doc: &Automerge,
     ) -> Result<DeviceId, SyncError> {
         if let Some(f) = self.founder {
             return Ok(f);
         }
-        let mut roots = received.filter(|(_, root)| *root).map(|(a, _)| a);
-        let (Some(root), None) = (roots.next(), roots.next()) else {
+        let mut roots: Vec<automerge::ActorId> = received
+            .filter(|(_, root)| *root)
+            .map(|(a, _)| a.clone())
+            .collect();
+        if roots.is_empty() {
+            roots = doc
+                .get_changes_meta(&[])
+                .iter()
+                .filter(|m| m.deps.is_empty())
+                .map(|m| m.actor.as_ref().clone())
+                .collect();
+        }
+        let [root] = roots.as_slice() else {
             return Err(SyncError::Protocol(
                 "the space's history does not have one beginning",
             ));

@@ -8,12 +8,12 @@
 //! session verified; a refused write drops the in-memory document, which is
 //! reloaded from what was stored.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use automerge::{Automerge, ChangeHash, ReadDoc};
 use duet_model::{
     AgreementKind, Attestation, CheckInEntry, DeviceId, DeviceSecret, Editor, Founder, IssueEdit,
-    IssueStatus, ItemId, NewIssue, Outcome, Owner, Rating, Seat, TimeKind, Week, space,
+    IssueStatus, ItemId, Membership, NewIssue, Outcome, Owner, Rating, Seat, TimeKind, Week, space,
 };
 
 use super::rng::Rng;
@@ -82,28 +82,38 @@ impl Edit {
     }
 }
 
-/// Every edit that must survive: what each device created, checked on every
-/// device after the final heal.
+/// Every edit any device made, checked on every device after the final heal.
+/// Each entry carries the number of the edit that made it; `authors` says
+/// which device made that edit and in which of its changes, so that the
+/// check can tell an edit that must survive from one a revoked device made
+/// after its cut-off (which may travel on or not).
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
     counter: u64,
-    pub(crate) issues: Vec<ItemId>,
-    pub(crate) notes: Vec<(ItemId, String, Seat)>,
-    pub(crate) steps: Vec<(ItemId, ItemId)>,
-    pub(crate) accepted_steps: Vec<(ItemId, ItemId, Seat)>,
-    pub(crate) done_steps: Vec<(ItemId, ItemId)>,
-    pub(crate) tags: Vec<(ItemId, &'static str)>,
-    pub(crate) lists: Vec<(usize, Seat, &'static str, String)>,
-    pub(crate) agenda: Vec<(usize, Seat, ItemId)>,
-    pub(crate) minutes: BTreeMap<(usize, Seat), u32>,
-    pub(crate) agreements: Vec<ItemId>,
-    pub(crate) weeks: BTreeSet<usize>,
+    /// Edit number -> (device index, sequence number of its change).
+    pub(crate) authors: BTreeMap<u64, (usize, u64)>,
+    pub(crate) issues: Vec<(u64, ItemId)>,
+    pub(crate) notes: Vec<(u64, ItemId, String, Seat)>,
+    pub(crate) steps: Vec<(u64, ItemId, ItemId)>,
+    pub(crate) accepted_steps: Vec<(u64, ItemId, ItemId, Seat)>,
+    pub(crate) done_steps: Vec<(u64, ItemId, ItemId)>,
+    pub(crate) tags: Vec<(u64, ItemId, &'static str)>,
+    pub(crate) lists: Vec<(u64, usize, Seat, &'static str, String)>,
+    pub(crate) agenda: Vec<(u64, usize, Seat, ItemId)>,
+    pub(crate) minutes: Vec<(u64, usize, Seat, u32)>,
+    pub(crate) agreements: Vec<(u64, ItemId)>,
+    pub(crate) weeks: Vec<(u64, usize)>,
 }
 
 impl Ledger {
     fn next(&mut self) -> u64 {
         self.counter += 1;
         self.counter
+    }
+
+    /// The issues recorded, whoever made them.
+    pub(crate) fn issue_ids(&self) -> Vec<ItemId> {
+        self.issues.iter().map(|(_, i)| i.clone()).collect()
     }
 }
 
@@ -131,82 +141,154 @@ pub(crate) struct Device {
     /// Per author, the highest sequence number of a change this store holds
     /// that no stored attestation vouched for when it was written.
     unvouched: BTreeMap<[u8; 32], u64>,
+    /// Part of the couple: added to the space (at setup, or joined during the
+    /// run). A device not yet joined does nothing.
+    pub(crate) joined: bool,
+    /// The device that added it (none for the founder).
+    pub(crate) added_by: Option<usize>,
 }
 
-/// The couple's `n` devices (3 or 4): the founder makes the space, adds the
-/// other devices and a little shared history (two issues with a step each, an
-/// agreement, a check-in), and every other device starts from a copy of its
-/// document, as pairing leaves it.
-pub(crate) fn couple(n: usize, rng: &mut Rng, ledger: &mut Ledger) -> Result<Vec<Device>, String> {
-    let keys: Vec<DeviceSecret> = (0..n)
-        .map(|i| DeviceSecret::from_bytes(&[i as u8 + 1; 32]))
+/// The couple's `n` devices (2 to 4). The founder makes the space, the
+/// devices not in `late` are added (each by a device of its own seat, or the
+/// partner's first device by the founder, as pairing does) with a little
+/// shared history (two issues with a step each, an agreement, a check-in), and
+/// start from a copy of that document, as pairing leaves it. A device in
+/// `late` joins during the run ([`Device::add`], then a first sync from an
+/// empty document); until then it is not part of the couple.
+pub(crate) fn couple(
+    n: usize,
+    late: &[bool],
+    rng: &mut Rng,
+    ledger: &mut Ledger,
+) -> Result<Vec<Device>, String> {
+    let n = n.clamp(1, SEATS.len());
+    let is_late = |i: usize| i > 0 && late.get(i).copied().unwrap_or(false);
+    let mut devices: Vec<Device> = (0..n)
+        .map(|i| Device::new(i, DeviceSecret::from_bytes(&[i as u8 + 1; 32])))
         .collect();
-    let ids: Vec<DeviceId> = keys.iter().map(DeviceSecret::device_id).collect();
-    let mut doc = Automerge::new().with_actor(ids[0].actor());
     let founder = Founder {
         space_id: SPACE_ID.into(),
         name: "Sam".into(),
-        device: ids[0],
+        device: devices[0].id,
         device_name: NAMES[0].into(),
     };
+    let mut doc = Automerge::new().with_actor(devices[0].id.actor());
     space::create(&mut doc, &founder, T0).map_err(|e| format!("creating the space: {e}"))?;
-    let mut keys = keys.into_iter();
-    let Some(founder_key) = keys.next() else {
-        return Err("a couple needs at least one device".into());
-    };
-    let mut devices: Vec<Device> = Vec::new();
-    let mut first = Device {
-        index: 0,
-        key: founder_key,
-        id: ids[0],
-        seat: SEATS[0],
-        doc,
-        atts: BTreeMap::new(),
-        sync_states: BTreeMap::new(),
-        up: true,
-        group: 0,
-        unvouched: BTreeMap::new(),
-    };
-    first.sign_all();
-    for (i, id) in ids.iter().enumerate().skip(1) {
-        let before = first.doc.get_heads();
-        Editor::new(&mut first.doc, Seat::A, T0)
-            .add_device(*id, SEATS[i], NAMES[i])
-            .map_err(|e| format!("adding device {i}: {e}"))?;
-        first.sign_local(&before);
+    devices[0].doc = doc;
+    devices[0].joined = true;
+    devices[0].sign_all();
+    for i in 1..n {
+        if is_late(i) {
+            continue;
+        }
+        // A device of its own seat adds it; the partner's first device comes
+        // in through the founder.
+        let adder = (0..i)
+            .find(|&a| devices[a].joined && devices[a].seat == SEATS[i])
+            .unwrap_or(0);
+        let (id, seat, name) = (devices[i].id, devices[i].seat, devices[i].name());
+        // The adder writes on the shared document as itself.
+        let mut shared = std::mem::replace(&mut devices[0].doc, Automerge::new());
+        shared.set_actor(devices[adder].id.actor());
+        std::mem::swap(&mut devices[adder].doc, &mut shared);
+        let added = devices[adder].add(id, seat, name, 0);
+        std::mem::swap(&mut devices[adder].doc, &mut shared);
+        shared.set_actor(devices[0].id.actor());
+        devices[0].doc = shared;
+        added.map_err(|e| format!("adding device {i}: {e}"))?;
+        let att = devices[adder].atts.get(devices[adder].id.as_bytes()).copied();
+        if let Some((seq, a)) = att {
+            devices[0].put_attestation(a, seq);
+        }
+        devices[i].joined = true;
+        devices[i].added_by = Some(adder);
     }
+    let first = &mut devices[0];
     Editor::new(&mut first.doc, Seat::A, T0)
         .set_partner_name(Seat::B, "Alex")
         .map_err(|e| format!("naming the partner: {e}"))?;
     for _ in 0..2 {
         first.apply(&Edit::AddIssue, ledger, rng, 0)?;
     }
-    let shared: Vec<ItemId> = ledger.issues.clone();
-    for issue in &shared {
-        first.apply(&Edit::AddStep(issue.clone(), Owner::Both), ledger, rng, 0)?;
+    for issue in ledger.issue_ids() {
+        first.apply(&Edit::AddStep(issue, Owner::Both), ledger, rng, 0)?;
     }
     first.apply(&Edit::AddAgreement(AgreementKind::Boundary), ledger, rng, 0)?;
     first.apply(&Edit::CheckIn(0, Entry::Appreciation), ledger, rng, 0)?;
     first.sign_all();
-    for (i, key) in keys.enumerate().map(|(i, k)| (i + 1, k)) {
-        devices.push(Device {
-            index: i,
-            key,
-            id: ids[i],
-            seat: SEATS[i],
-            doc: first.doc.clone().with_actor(ids[i].actor()),
-            atts: first.atts.clone(),
-            sync_states: BTreeMap::new(),
-            up: true,
-            group: 0,
-            unvouched: BTreeMap::new(),
-        });
+    let (doc, atts) = (first.doc.clone(), first.atts.clone());
+    for d in devices.iter_mut().skip(1).filter(|d| d.joined) {
+        d.doc = doc.clone().with_actor(d.id.actor());
+        d.atts = atts.clone();
     }
-    devices.insert(0, first);
     Ok(devices)
 }
 
 impl Device {
+    /// Device `index` with key `key`, not yet part of the couple: an empty
+    /// store.
+    fn new(index: usize, key: DeviceSecret) -> Device {
+        let id = key.device_id();
+        Device {
+            index,
+            key,
+            id,
+            seat: SEATS[index % SEATS.len()],
+            doc: Automerge::new().with_actor(id.actor()),
+            atts: BTreeMap::new(),
+            sync_states: BTreeMap::new(),
+            up: true,
+            group: 0,
+            unvouched: BTreeMap::new(),
+            joined: false,
+            added_by: None,
+        }
+    }
+
+    /// The device's name in the record.
+    pub(crate) fn name(&self) -> &'static str {
+        NAMES[self.index % NAMES.len()]
+    }
+
+    /// True once its store holds the couple's record (after its first sync,
+    /// for a device that joined during the run).
+    pub(crate) fn has_record(&self) -> bool {
+        !self.doc.get_heads().is_empty()
+    }
+
+    /// The membership as this device's document shows it, grown from the
+    /// founder every device pinned.
+    pub(crate) fn membership(&self, founder: DeviceId) -> Membership {
+        Membership::pinned(&self.doc, founder)
+    }
+
+    /// Adds device `id` to `seat`, as one signed write (pairing on the host,
+    /// or `duet device add` by a device of that seat).
+    pub(crate) fn add(&mut self, id: DeviceId, seat: Seat, name: &str, now_ms: u64) -> Result<(), String> {
+        let before = self.doc.get_heads();
+        Editor::new(&mut self.doc, self.seat, at(now_ms))
+            .add_device(id, seat, name)
+            .map_err(|e| format!("device {} could not add device {}: {e}", self.index, id.short()))?;
+        self.sign_local(&before);
+        Ok(())
+    }
+
+    /// Revokes device `id`, as one signed write (`duet device revoke`).
+    pub(crate) fn revoke(&mut self, id: DeviceId, now_ms: u64) -> Result<(), String> {
+        let before = self.doc.get_heads();
+        Editor::new(&mut self.doc, self.seat, at(now_ms))
+            .revoke_device(id)
+            .map_err(|e| {
+                format!(
+                    "device {} could not revoke device {}: {e}",
+                    self.index,
+                    id.short()
+                )
+            })?;
+        self.sign_local(&before);
+        Ok(())
+    }
+
     /// Signs this device's newest change, whatever it is.
     fn sign_all(&mut self) {
         self.sign_local(&[]);
@@ -214,7 +296,7 @@ impl Device {
 
     /// Signs this device's newest change among those made since `before`, as
     /// the store does at the end of every write.
-    fn sign_local(&mut self, before: &[ChangeHash]) {
+    fn sign_local(&mut self, before: &[ChangeHash]) -> Option<u64> {
         // Change metadata comes from automerge's change graph; whole changes
         // would be rebuilt from the op set, which costs far more.
         let me = self.id.actor();
@@ -225,10 +307,10 @@ impl Device {
             .filter(|c| *c.actor == me)
             .max_by_key(|c| c.seq)
             .map(|c| (c.hash, c.seq));
-        if let Some((hash, seq)) = tip {
-            let a = self.key.attest(&hash);
-            self.put_attestation(a, seq);
-        }
+        let (hash, seq) = tip?;
+        let a = self.key.attest(&hash);
+        self.put_attestation(a, seq);
+        Some(seq)
     }
 
     fn put_attestation(&mut self, a: Attestation, seq: u64) {
@@ -386,7 +468,7 @@ impl Device {
         rng: &mut Rng,
         now_ms: u64,
     ) -> Result<(), String> {
-        let now = T0 + i64::try_from(now_ms).unwrap_or(i64::MAX - T0);
+        let now = at(now_ms);
         let seat = self.seat;
         let before = self.doc.get_heads();
         let n = ledger.next();
@@ -400,7 +482,7 @@ impl Device {
                     body: "what happened".into(),
                     ..Default::default()
                 };
-                e.add_issue(&id, &new).map(|()| ledger.issues.push(id))
+                e.add_issue(&id, &new).map(|()| ledger.issues.push((n, id)))
             }
             Edit::Retitle(id) => {
                 let edit = IssueEdit {
@@ -417,11 +499,13 @@ impl Device {
                 e.edit_issue(id, &edit)
             }
             Edit::SetStatus(id, status) => e.set_status(id, *status),
-            Edit::Tag(id, tag) => e.tag_issue(id, tag).map(|()| ledger.tags.push((id.clone(), tag))),
+            Edit::Tag(id, tag) => e
+                .tag_issue(id, tag)
+                .map(|()| ledger.tags.push((n, id.clone(), tag))),
             Edit::AddNote(id) => {
                 let text = format!("note {n} by device {who}");
                 e.add_note(id, &text)
-                    .map(|()| ledger.notes.push((id.clone(), text, seat)))
+                    .map(|()| ledger.notes.push((n, id.clone(), text, seat)))
             }
             Edit::AddStep(issue, owner) => {
                 let step = ItemId::from_random(rng.bytes8());
@@ -429,34 +513,45 @@ impl Device {
                 e.add_step(issue, &step, &text, *owner, Some("2026-12-01"))
                     .map(|()| {
                         if owner.includes(seat) {
-                            ledger.accepted_steps.push((issue.clone(), step.clone(), seat));
+                            ledger.accepted_steps.push((n, issue.clone(), step.clone(), seat));
                         }
-                        ledger.steps.push((issue.clone(), step));
+                        ledger.steps.push((n, issue.clone(), step));
                     })
             }
             Edit::AcceptStep(issue, step) => {
                 let key = (issue.clone(), step.clone());
                 e.accept_step(&key)
-                    .map(|()| ledger.accepted_steps.push((key.0, key.1, seat)))
+                    .map(|()| ledger.accepted_steps.push((n, key.0, key.1, seat)))
             }
             Edit::CompleteStep(issue, step, outcome) => {
                 let key = (issue.clone(), step.clone());
                 e.complete_step(&key, *outcome)
-                    .map(|()| ledger.done_steps.push(key))
+                    .map(|()| ledger.done_steps.push((n, key.0, key.1)))
             }
             Edit::CheckIn(w, entry) => checkin(&mut e, ledger, *w, entry, seat, n, who),
             Edit::AddAgreement(kind) => {
                 let id = ItemId::from_random(rng.bytes8());
                 e.add_agreement(&id, &format!("agreement {n}"), *kind)
-                    .map(|()| ledger.agreements.push(id))
+                    .map(|()| ledger.agreements.push((n, id)))
             }
             Edit::AcceptAgreement(id) => e.accept_agreement(id).map(|_| ()),
             Edit::ReviseAgreement(id) => e.edit_agreement(id, &format!("agreement text {n}")).map(|_| ()),
         };
         result.map_err(|e| format!("device {who} could not {}: {e}", edit.label()))?;
-        self.sign_local(&before);
+        // An edit that changes nothing (a value put again) makes no change:
+        // it stands with the device's newest one.
+        let seq = self
+            .sign_local(&before)
+            .unwrap_or_else(|| duet_model::members::latest_seq(&self.doc, &self.id.actor()));
+        ledger.authors.insert(n, (who, seq));
         Ok(())
     }
+}
+
+/// Virtual time `now_ms` as the wall-clock milliseconds written into the
+/// record.
+fn at(now_ms: u64) -> i64 {
+    T0 + i64::try_from(now_ms).unwrap_or(i64::MAX - T0)
 }
 
 fn checkin(
@@ -487,13 +582,13 @@ fn checkin(
         Entry::Agenda(id) => (CheckInEntry::Agenda(id.clone()), None),
     };
     e.checkin(week, &model_entry)?;
-    ledger.weeks.insert(w);
+    ledger.weeks.push((n, w));
     match (&model_entry, list) {
         (CheckInEntry::Appreciation(t) | CheckInEntry::WentWell(t), Some(list)) => {
-            ledger.lists.push((w, seat, list, t.clone()));
+            ledger.lists.push((n, w, seat, list, t.clone()));
         }
-        (CheckInEntry::Time(_, m), _) => *ledger.minutes.entry((w, seat)).or_default() += m,
-        (CheckInEntry::Agenda(id), _) => ledger.agenda.push((w, seat, id.clone())),
+        (CheckInEntry::Time(_, m), _) => ledger.minutes.push((n, w, seat, *m)),
+        (CheckInEntry::Agenda(id), _) => ledger.agenda.push((n, w, seat, id.clone())),
         _ => {}
     }
     Ok(())

@@ -6,7 +6,7 @@
 
 use automerge::transaction::{Transactable, Transaction};
 use automerge::{Automerge, AutomergeError, ObjId, ObjType, ROOT, ReadDoc, Value};
-use duet_model::Seat;
+use duet_model::{Membership, Seat};
 
 use super::device::{Device, SPACE_ID};
 use crate::proto::frame::FrameDecoder;
@@ -76,6 +76,9 @@ const ATTACKS: [(&str, Attack); 6] = [
     }),
 ];
 
+/// The attack that adds a device to the other partner's seat.
+const ADD_TO_OTHER_SEAT: usize = 5;
+
 type Attack = fn(&mut Transaction<'_>, Seat) -> Result<(), AutomergeError>;
 
 fn map(doc: &impl ReadDoc, obj: &ObjId, key: &str) -> Option<ObjId> {
@@ -122,6 +125,12 @@ pub(crate) fn attack(devices: &[Device], hostile: usize, victim: usize, kind: u6
     }
     let before = doc.get_heads();
     let seat = h.seat;
+    let founder = devices[0].id;
+    // Adding a device to the other seat is the host's part in pairing while
+    // that seat holds no active device: an attack only once it does.
+    if name == ATTACKS[ADD_TO_OTHER_SEAT].0 && !Membership::pinned(&doc, founder).seat_is_held(seat.other()) {
+        return Outcome::Nothing;
+    }
     if doc.transact(|tx| write(tx, seat)).is_err() {
         return Outcome::Nothing;
     }
@@ -132,7 +141,6 @@ pub(crate) fn attack(devices: &[Device], hostile: usize, victim: usize, kind: u6
     let mut atts = h.attestations();
     atts.extend(v.attestations());
     atts.push(h.sign(&change.hash()));
-    let founder = devices[0].id;
     let mut theirs = Session::new(v.id, SPACE_ID, founder, None, now);
     let mut mine = Session::new(h.id, SPACE_ID, founder, None, now);
     let mut victim_doc = v.doc.clone();

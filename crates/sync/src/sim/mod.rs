@@ -7,11 +7,13 @@
 //! on another thread, touches a socket or reads a clock.
 //!
 //! # A run
-//! 1. **Setup.** The founding device makes the space, adds the others (three
-//!    or four devices: two per partner at most) and a little shared history;
-//!    every other device starts from a copy of its document, as pairing leaves
-//!    it. Each device has a store: its document as of the last accepted write,
-//!    the newest attestation per device, and a saved sync state per peer.
+//! 1. **Setup.** The founding device makes the space and a little shared
+//!    history; of the others (three or four devices in all: two per partner at
+//!    most), some are added now (each by a device of its own seat, or the
+//!    partner's first device by the founder, as pairing does) and start from a
+//!    copy of the document, and up to [`Config::joins`] join later. Each device
+//!    has a store: its document as of the last accepted write, the newest
+//!    attestation per device, and a saved sync state per peer.
 //! 2. **Chaos.** For a virtual minute (by default), partners edit at random
 //!    times (issues, titles, bodies, statuses, tags, notes, steps, check-ins,
 //!    agreements), sometimes several devices the same field or the same week's
@@ -21,18 +23,40 @@
 //!    both hold the same heads. Frames are applied the way the store does it: in
 //!    a write that is kept only if the session accepts the frame. A local edit
 //!    or an applied frame lets every open session of that device send (live
-//!    push). Faults (see below) are injected all along.
+//!    push). Faults (see below) are injected all along. Meanwhile the couple's
+//!    devices change:
+//!    - a device **joins**: a device of its seat that is up adds it (or the
+//!      founder's side, for a seat nobody holds yet, as the host of a
+//!      pairing), and the new device, its store empty, dials that device for
+//!      its first sync (a whole document, judged change by change);
+//!    - a device **revokes** another it lists as active (up to
+//!      [`Config::revocations`] a run); with [`Config::mutual`], the revoked
+//!      device, not knowing, revokes its revoker at the same moment. The
+//!      revoked device goes on editing and dialling; a device refuses a
+//!      session with a device it knows is revoked, or does not know yet;
+//!    - the last device runs a modified client and, [`Config::attacks`] times,
+//!      offers another device a change it has no right to write.
 //! 3. **Drain.** Faults stop, partitions heal, crashed devices come back; the
 //!    open sessions finish or time out.
 //! 4. **Heal.** Rounds in which every pair of devices syncs, all at once, with
 //!    no faults, until a round moves no change. Every heal session must end
 //!    cleanly (Bye after equal heads).
-//! 5. **Checks.** Every device holds the same heads and reads the same record
-//!    (issues, check-ins, agreements, devices, compared as JSON), and every
-//!    issue, note, step, acceptance, completion, tag, check-in entry, agenda
-//!    item, logged minute and agreement any device wrote is there. Anywhere in
-//!    the run, a frame refused between honest devices is a failure too (unless
-//!    it is one of the known bugs below), and so is a panic.
+//! 5. **Checks.** The couple is the devices the record lists as active (as a
+//!    device nobody revoked reads it). A device revoked by a device still in
+//!    the couple is out; a device no revocation named, nor added through one,
+//!    is in. Every device of the couple holds the same heads and reads the same
+//!    record (issues, check-ins, agreements, devices, compared as JSON), and
+//!    every issue, note, step, acceptance, completion, tag, check-in entry,
+//!    agenda item, logged minute and agreement written by a device of the
+//!    couple, or by a revoked device up to its cut-off, is there exactly once;
+//!    what a revoked device wrote after its cut-off shows at most once (it
+//!    travels on only through a member that took it before it heard of the
+//!    revocation). Anywhere in the run, these fail a run: a frame refused
+//!    between honest devices (unless it is one of the known bugs below; a
+//!    refusal of a device the refusing device's record shows is not an active
+//!    member is right), a change a device took from a device it knew was
+//!    revoked that was made after its cut-off, a hostile write accepted, a new
+//!    device pinning another founder, and a panic.
 //!
 //! # Faults
 //! | kind | what happens |
@@ -161,6 +185,16 @@ pub struct Config {
     /// acceptance or outcome written, a shared issue deleted, a device added
     /// to the other seat). Each must be refused.
     pub attacks: u32,
+    /// The most devices per run that join during the run rather than at
+    /// setup: added by a device of their seat (or the partner's first device
+    /// by the founder), then a first sync from an empty store.
+    pub joins: u32,
+    /// The most revocations per run: a device revokes another it lists as
+    /// active, whose later changes every device that learns of it refuses.
+    pub revocations: u32,
+    /// The chance that a revoked device, not knowing, revokes its revoker at
+    /// the same moment (both end up revoked).
+    pub mutual: f64,
 }
 
 impl Default for Config {
@@ -177,6 +211,9 @@ impl Default for Config {
             trace: false,
             strict: true,
             attacks: 3,
+            joins: 2,
+            revocations: 2,
+            mutual: 0.3,
         }
     }
 }
@@ -267,6 +304,18 @@ impl Config {
         if self.max_heal_rounds != d.max_heal_rounds {
             flag("max-heal-rounds", self.max_heal_rounds.to_string());
         }
+        for (name, v, dv) in [
+            ("attacks", self.attacks, d.attacks),
+            ("joins", self.joins, d.joins),
+            ("revocations", self.revocations, d.revocations),
+        ] {
+            if v != dv {
+                flag(name, v.to_string());
+            }
+        }
+        if self.mutual != d.mutual {
+            flag("mutual", self.mutual.to_string());
+        }
         let (f, df) = (&self.faults, &d.faults);
         for (name, v, dv) in [
             ("delay", f.delay, df.delay),
@@ -330,6 +379,10 @@ impl Config {
             "chaos-ms" => self.chaos_ms = num(name, value)?,
             "latency-ms" => self.latency_ms = num(name, value)?,
             "max-heal-rounds" => self.max_heal_rounds = num(name, value)?,
+            "attacks" => self.attacks = num(name, value)?,
+            "joins" => self.joins = num(name, value)?,
+            "revocations" => self.revocations = num(name, value)?,
+            "mutual" => self.mutual = prob(name, value)?,
             "delay" => self.faults.delay = prob(name, value)?,
             "max-delay-ms" => self.faults.max_delay_ms = num(name, value)?,
             "cut" => self.faults.cut = prob(name, value)?,

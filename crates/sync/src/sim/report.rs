@@ -142,8 +142,24 @@ pub struct Report {
     pub injected_refused: u64,
     /// A hostile member's writes the victim refused (the right outcome).
     pub attacks_refused: u64,
-    /// Attacks with nothing to attack yet (no step, no agreement).
+    /// Attacks with nothing to attack yet (no step, no agreement), or no
+    /// hostile device up with a record.
     pub attacks_idle: u64,
+    /// Devices that joined during the run.
+    pub joins: u64,
+    /// Devices that were to join but found no device of theirs up in time.
+    pub joins_missed: u64,
+    /// New devices' first syncs that took a whole document at once.
+    pub first_syncs: u64,
+    /// Revocations written.
+    pub revocations: u64,
+    /// Pairs of devices that revoked each other at the same moment.
+    pub mutual_revocations: u64,
+    /// Sessions refused because the peer was not (or no longer) an active
+    /// member as the refusing device's record showed (the right outcome).
+    pub outsiders_refused: u64,
+    /// Devices left in the couple at the end (active, and checked).
+    pub couple: usize,
     /// Accepted writes that left a change in a store without a stored
     /// attestation vouching for it (the cause of [`KNOWN_UNVOUCHED`]).
     pub unvouched_writes: u64,
@@ -213,6 +229,16 @@ pub struct Summary {
     pub injected_refused: u64,
     /// A hostile member's writes refused (the right outcome).
     pub attacks_refused: u64,
+    /// Devices that joined during a run.
+    pub joins: u64,
+    /// New devices' first syncs that took a whole document at once.
+    pub first_syncs: u64,
+    /// Revocations written.
+    pub revocations: u64,
+    /// Pairs of devices that revoked each other at the same moment.
+    pub mutual_revocations: u64,
+    /// Sessions refused as no (longer a) member (the right outcome).
+    pub outsiders_refused: u64,
     /// Writes that left a change without a stored attestation.
     pub unvouched_writes: u64,
     /// Runs with at least one such write.
@@ -264,6 +290,11 @@ impl Summary {
         }
         self.injected_refused += report.injected_refused;
         self.attacks_refused += report.attacks_refused;
+        self.joins += report.joins;
+        self.first_syncs += report.first_syncs;
+        self.revocations += report.revocations;
+        self.mutual_revocations += report.mutual_revocations;
+        self.outsiders_refused += report.outsiders_refused;
         self.unvouched_writes += report.unvouched_writes;
         self.runs_with_unvouched_writes += u64::from(report.unvouched_writes > 0);
         self.poisoned_saves += report.poisoned_saves;
@@ -304,6 +335,11 @@ impl Summary {
         }
         self.injected_refused += other.injected_refused;
         self.attacks_refused += other.attacks_refused;
+        self.joins += other.joins;
+        self.first_syncs += other.first_syncs;
+        self.revocations += other.revocations;
+        self.mutual_revocations += other.mutual_revocations;
+        self.outsiders_refused += other.outsiders_refused;
         self.unvouched_writes += other.unvouched_writes;
         self.runs_with_unvouched_writes += other.runs_with_unvouched_writes;
         self.poisoned_saves += other.poisoned_saves;
@@ -381,6 +417,16 @@ impl fmt::Display for Summary {
             f,
             "a hostile member's writes refused (the right outcome, nothing applied): {}",
             self.attacks_refused
+        )?;
+        writeln!(
+            f,
+            "devices joined during a run: {} (first syncs of a whole document: {}); revocations: {} ({} pairs revoking each other at once)",
+            self.joins, self.first_syncs, self.revocations, self.mutual_revocations
+        )?;
+        writeln!(
+            f,
+            "sessions refused as no (longer a) member (the right outcome): {}",
+            self.outsiders_refused
         )?;
         writeln!(f, "honest frames refused because of known bugs:")?;
         for bug in [
