@@ -266,7 +266,7 @@ impl Home {
 
     /// The pinned founder, pinning it on first use; `None` while the home
     /// holds no space yet (joining one).
-    fn pinned_founder(&mut self) -> Result<Option<DeviceId>> {
+    pub(crate) fn pinned_founder(&mut self) -> Result<Option<DeviceId>> {
         if let Some(f) = self.store.meta_get(FOUNDER)?.and_then(|s| s.parse().ok()) {
             return Ok(Some(f));
         }

@@ -18,10 +18,16 @@ use crate::error::Result;
 use crate::home::{Home, now_ms};
 
 /// Makes a key of the next generation with an envelope for every active
-/// member, as one change of `doc`.
-pub(crate) fn add_key(doc: &mut Automerge, ring: &mut Keyring, seat: Seat) -> Result<(), ModelError> {
+/// member (grown from `founder`, the founding device this home pinned), as
+/// one change of `doc`.
+pub(crate) fn add_key(
+    doc: &mut Automerge,
+    ring: &mut Keyring,
+    seat: Seat,
+    founder: DeviceId,
+) -> Result<(), ModelError> {
     let key = SpaceKey::generate(ring.next_generation(), &mut OsRng);
-    let active = Membership::of(&*doc).active();
+    let active = Membership::pinned(&*doc, founder).active();
     let envelopes: Vec<(DeviceId, Vec<u8>)> = active
         .iter()
         .map(|d| (*d, key.envelope_for(d, &mut OsRng)))
@@ -42,18 +48,24 @@ pub(crate) fn first_key(founder: &DeviceId) -> duet_model::keys::KeyEntry {
     }
 }
 
-/// Gives every active member an envelope for every key this device holds,
-/// making the first key if there is none. Nothing is written for a device
-/// that is not an active member itself. Returns whether `doc` changed.
-pub(crate) fn ensure(doc: &mut Automerge, me: &DeviceSecret, seat: Seat) -> Result<bool, ModelError> {
-    let active = Membership::of(&*doc).active();
+/// Gives every active member (grown from the pinned `founder`) an envelope
+/// for every key this device holds, making the first key if there is none.
+/// Nothing is written for a device that is not an active member itself.
+/// Returns whether `doc` changed.
+pub(crate) fn ensure(
+    doc: &mut Automerge,
+    me: &DeviceSecret,
+    seat: Seat,
+    founder: DeviceId,
+) -> Result<bool, ModelError> {
+    let active = Membership::pinned(&*doc, founder).active();
     if !active.contains(&me.device_id()) {
         return Ok(false);
     }
     let mut ring = Keyring::from_document(doc, me);
     let mut changed = false;
     if ring.is_empty() {
-        add_key(doc, &mut ring, seat)?;
+        add_key(doc, &mut ring, seat, founder)?;
         changed = true;
     }
     for (id, envelopes) in keyring::missing_envelopes(doc, &ring, &active, &mut OsRng) {
@@ -75,11 +87,15 @@ impl Home {
     /// Makes sure the space has a key and every active member holds each key
     /// this device holds, then returns this device's keys. Call before sealing.
     pub fn ensure_space_keys(&mut self) -> Result<Keyring> {
+        let Some(founder) = self.pinned_founder()? else {
+            // Still joining: no space to key yet.
+            return self.keyring();
+        };
         let me = self.store_mut().device_secret()?;
         let seat = self.seat();
         let changed = self
             .store_mut()
-            .write(|doc| -> Result<bool> { Ok(ensure(doc, &me, seat)?) })?;
+            .write(|doc| -> Result<bool> { Ok(ensure(doc, &me, seat, founder)?) })?;
         if changed {
             self.notify_changed();
         }

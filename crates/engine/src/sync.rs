@@ -287,10 +287,11 @@ impl Home {
         // seals is unreadable to the revoked one.
         let me = self.store_mut().device_secret()?;
         let seat = self.seat();
+        let founder = self.founder()?;
         self.store_mut().write(|doc| -> Result<()> {
             duet_model::Editor::new(doc, seat, crate::home::now_ms()).revoke_device(target.id)?;
             let mut ring = duet_sync::proto::keyring::Keyring::from_document(doc, &me);
-            crate::keys::add_key(doc, &mut ring, seat)?;
+            crate::keys::add_key(doc, &mut ring, seat, founder)?;
             Ok(())
         })?;
         self.notify_changed();
