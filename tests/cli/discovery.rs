@@ -3,7 +3,8 @@
 //!
 //! The test first checks, without any of duet's code, that IP multicast
 //! works here; where it does not, it prints "skipped: this network has no
-//! multicast: ..." and passes. (crates/engine/tests/discovery.rs probes with
+//! multicast: ..." and passes (fails where `DUET_REQUIRE_MULTICAST` is set, as
+//! `.ci/run` does). (crates/engine/tests/discovery.rs probes with
 //! a raw mdns-sd round trip; mdns-sd is not a dependency of this test crate,
 //! so this probe sends a UDP datagram to a multicast group, with loopback on,
 //! and waits for it: the mechanism mDNS rides on.)
@@ -75,7 +76,10 @@ fn sync_without_an_address_finds_the_partners_serve_on_the_local_network() {
     }
 
     if let Err(why) = multicast_probe() {
-        eprintln!("skipped: this network has no multicast: {why}");
+        crate::util::skip(
+            "DUET_REQUIRE_MULTICAST",
+            &format!("this network has no multicast: {why}"),
+        );
         return;
     }
 

@@ -109,7 +109,10 @@ impl DiskHome {
         let disk = match Tmpfs::mount(home.path(), kib) {
             Ok(d) => d,
             Err(why) => {
-                eprintln!("skipping the full-disk test: {why}");
+                crate::util::skip(
+                    "DUET_REQUIRE_TMPFS",
+                    &format!("the full-disk test needs a tmpfs: {why}"),
+                );
                 return None;
             }
         };

@@ -4,7 +4,7 @@
 //! Each test first checks, with a plain mdns-sd round trip that does not use
 //! duet's code, that multicast works on the interfaces it needs; where it does
 //! not, the test prints "skipped: this network has no multicast: ..." and
-//! passes. Every test uses fresh random space keys, so runs in parallel (or
+//! passes (fails where `DUET_REQUIRE_MULTICAST` is set, as `.ci/run` does). Every test uses fresh random space keys, so runs in parallel (or
 //! other duet devices on the network) cannot be mistaken for its devices.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -109,7 +109,10 @@ fn multicast_or_skip(interfaces: Interfaces) -> Option<BTreeSet<IpAddr>> {
     match multicast_probe(interfaces) {
         Ok(addrs) => Some(addrs),
         Err(why) => {
-            eprintln!("skipped: this network has no multicast: {why}");
+            common::skip(
+                "DUET_REQUIRE_MULTICAST",
+                &format!("this network has no multicast: {why}"),
+            );
             None
         }
     }

@@ -36,6 +36,9 @@ fn bodies_whole(ix: &Index, all: &HashMap<String, String>, ctx: &str) {
     }
 }
 
+/// From this many kills on, some must have cut a sync mid-exchange.
+const LONG_RUN_KILLS: usize = 20;
+
 #[test]
 fn killing_serve_during_a_big_divergent_sync_loses_nothing_and_the_next_sync_converges() {
     let started = Instant::now();
@@ -201,6 +204,15 @@ fn killing_serve_during_a_big_divergent_sync_loses_nothing_and_the_next_sync_con
         server.stop("TERM").success();
     }
     eprintln!("crash (big sync) outcomes: {outcomes:#?}");
+    // The kills aim at the middle of the exchange; a long run that never
+    // left the homes apart proved nothing about a half-done sync. (Three
+    // kills, as in `cargo test`, may all land before or after.)
+    if kills >= LONG_RUN_KILLS {
+        assert!(
+            apart > 0,
+            "seed {seed}: none of {kills} kills of serve cut a sync mid-exchange ({early} before anything moved, {late} after everything)"
+        );
+    }
     eprintln!(
         "crash summary (big sync): {kills} kills of serve during a sync of {} changes ({} KiB of text) each way; \
          {} before anything moved, {apart} mid-exchange (the homes left apart), {} after everything \

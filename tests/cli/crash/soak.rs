@@ -219,6 +219,7 @@ impl<'a> Soak<'a> {
                 } else if w.kill_at.is_some_and(|k| k <= now)
                     || w.kill_on_write
                         .is_some_and(|was| wal_state(self.homes[w.home]) != was)
+                    || (w.kill_on_output && std::fs::metadata(&w.out).is_ok_and(|m| m.len() > 0))
                 {
                     // It may exit between the two calls: then the kill finds a
                     // zombie, or an error once reaped, and changes nothing.
@@ -226,6 +227,7 @@ impl<'a> Soak<'a> {
                     w.kill_sent = true;
                     w.kill_at = None;
                     w.kill_on_write = None;
+                    w.kill_on_output = false;
                 }
             }
             for h in 0..2 {
