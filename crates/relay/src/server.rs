@@ -176,13 +176,10 @@ fn relay_key(dir: &Path) -> Result<DeviceSecret, RelayError> {
 }
 
 /// The transport settings of the relay's connections: the sync transport's
-/// timeouts, and bounded streams.
+/// (timeouts, no path MTU probes), and bounded streams.
 fn transport() -> Arc<quinn::TransportConfig> {
-    let mut t = quinn::TransportConfig::default();
-    let idle_ms = u32::try_from(tls::IDLE_TIMEOUT.as_millis()).unwrap_or(u32::MAX);
-    t.max_idle_timeout(Some(quinn::VarInt::from_u32(idle_ms).into()))
-        .keep_alive_interval(Some(tls::KEEP_ALIVE_INTERVAL))
-        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS_PER_CONNECTION))
+    let mut t = tls::transport();
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS_PER_CONNECTION))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     Arc::new(t)
 }
@@ -596,6 +593,25 @@ impl Drop for Admitted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The relay's connections are the sync transport's, bounded: no path MTU
+    /// probes (they were two thirds of a short sync's bytes), its timeouts.
+    #[test]
+    fn the_relay_transport_builds_on_the_sync_transport() {
+        let relay = format!("{:?}", transport());
+        let sync = format!("{:?}", duet_sync::net::tls::transport());
+        assert!(relay.contains("mtu_discovery_config: None"), "{relay}");
+        assert!(sync.contains("mtu_discovery_config: None"), "{sync}");
+        let field = |s: &str, name: &str| {
+            s.split(name)
+                .nth(1)
+                .and_then(|r| r.split(',').next())
+                .map(str::to_string)
+        };
+        for name in ["max_idle_timeout", "keep_alive_interval"] {
+            assert_eq!(field(&relay, name), field(&sync, name), "{name}");
+        }
+    }
 
     #[test]
     fn post_bundle_lengths_are_read_from_the_header() {

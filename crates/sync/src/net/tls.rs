@@ -290,6 +290,12 @@ pub fn is_alpn_refusal(e: &quinn::ConnectionError) -> bool {
 /// way), while the 1,200-byte packets every QUIC path carries cost a large
 /// first sync about 3% more bytes. Both configs above already use it.
 pub fn transport_config() -> Arc<quinn::TransportConfig> {
+    Arc::new(transport())
+}
+
+/// The settings of [`transport_config`], to build on (the relay bounds its
+/// streams on top of them).
+pub fn transport() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     // Milliseconds in a u32 always fit a VarInt, so this needs no fallible path.
     let idle_ms = u32::try_from(IDLE_TIMEOUT.as_millis()).unwrap_or(u32::MAX);
@@ -297,7 +303,7 @@ pub fn transport_config() -> Arc<quinn::TransportConfig> {
         .max_idle_timeout(Some(quinn::VarInt::from_u32(idle_ms).into()))
         .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
         .mtu_discovery_config(None);
-    Arc::new(transport)
+    transport
 }
 
 /// *ring*, TLS 1.3 only (set by the builders).
