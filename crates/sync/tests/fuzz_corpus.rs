@@ -1,10 +1,10 @@
 //! Replays every committed fuzz input on stable, without cargo-fuzz.
 //!
-//! The fuzz targets' logic lives in `fuzz/src/lib.rs`, included here as a
-//! module, so this test runs exactly what the fuzzer runs. Every file under
-//! `fuzz/corpus/<target>/` (the seeds) and `fuzz/regressions/<target>/`
-//! (inputs that once crashed a target, kept so that they never crash again)
-//! goes through its target; one test per target.
+//! The fuzz targets' logic lives in `fuzz/src/` (one module per target under
+//! `lib.rs`), included here as a module, so this test runs exactly what the
+//! fuzzer runs. Every file under `fuzz/corpus/<target>/` (the seeds) and
+//! `fuzz/regressions/<target>/` (inputs that once crashed a target, kept so
+//! that they never crash again) goes through its target; one test per target.
 //!
 //! `fuzz/known-crashes/<target>/` holds inputs that still crash a target
 //! because of a known, reported bug in a dependency (see the README there);
