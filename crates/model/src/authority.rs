@@ -27,21 +27,17 @@
 //! that knows of the revocation when that device delivers it, and carries no
 //! authority in any case (see [`crate::members`]).
 
+mod places;
+
 use std::collections::HashMap;
 
 use automerge::legacy::{Key, ObjectId, Op, OpType};
 use automerge::{ActorId, Automerge, Change, ChangeHash, ObjId, ObjType, ROOT, ScalarValue, Value};
 
 use crate::identity::DeviceId;
-use crate::members::{ChangeRefusal, Membership, View, path_of};
+use crate::members::{ChangeRefusal, Membership, View};
 use crate::vocab::{Owner, Seat};
-
-/// A path from the root: map keys, `None` for a list position.
-type Path = Vec<Option<String>>;
-
-/// How a list position reads in a path matched against the rules (a map key
-/// that happens to read the same only makes a rule apply where it would not).
-const LIST_POSITION: &str = "[]";
+use places::{LIST_POSITION, Places, exid};
 
 /// Judges changes held in one document (after they were applied to it: the
 /// objects they write to are then known) against the rights their authors
@@ -51,7 +47,9 @@ pub struct Judge<'a> {
     founder: DeviceId,
     now: Membership,
     at: HashMap<Vec<ChangeHash>, Membership>,
-    paths: HashMap<(u64, ActorId), Option<Path>>,
+    places: Places<'a>,
+    /// The device key of each actor seen (decoding one costs a square root).
+    authors: Vec<(ActorId, Option<DeviceId>)>,
 }
 
 impl<'a> Judge<'a> {
@@ -62,7 +60,8 @@ impl<'a> Judge<'a> {
             founder,
             now: Membership::pinned(doc, founder),
             at: HashMap::new(),
-            paths: HashMap::new(),
+            places: Places::new(doc),
+            authors: Vec::new(),
         }
     }
 
@@ -81,7 +80,7 @@ impl<'a> Judge<'a> {
     /// Checks `change`: its author may write what it wrote where it wrote it.
     pub fn check(&mut self, change: &Change) -> Result<(), ChangeRefusal> {
         let actor = change.actor_id();
-        let author = DeviceId::from_actor(actor).ok_or(ChangeRefusal::NotADevice)?;
+        let author = self.author(actor).ok_or(ChangeRefusal::NotADevice)?;
         let refuse = |what: &str| ChangeRefusal::NoRight {
             device: author.short(),
             what: what.to_string(),
@@ -95,7 +94,7 @@ impl<'a> Judge<'a> {
                 Err(refuse("a second beginning of the space's history"))
             };
         }
-        let Some(me) = self.now.by_actor(actor).cloned() else {
+        let Some(my_seat) = self.now.by_actor(actor).map(|m| m.seat) else {
             return Err(ChangeRefusal::NotAMember(author.short()));
         };
         // A device writes only once it is a member: its first change must
@@ -128,21 +127,42 @@ impl<'a> Judge<'a> {
             doc,
             heads: Some(deps.as_slice()),
         };
+        // Who owns a step, asked once per step the change writes an outcome
+        // of (the same at its dependencies for all its fields).
+        let mut owned: Option<(ObjectId, Result<(), ChangeRefusal>)> = None;
+        let mut owns = |judge: &Self, op: &Op, obj: &ObjId| -> Result<(), ChangeRefusal> {
+            let made_here = own_obj(&op.obj).is_some();
+            match &owned {
+                Some((o, verdict)) if *o == op.obj => verdict.clone(),
+                _ => {
+                    let verdict = judge
+                        .check_owner(op, obj, &deps, ops, made_here, my_seat)
+                        .map_err(|w| refuse(&w));
+                    owned = Some((op.obj.clone(), verdict.clone()));
+                    verdict
+                }
+            }
+        };
         for (i, op) in ops.iter().enumerate() {
-            let path = self
-                .path(&op.obj, actor, &made, &own_obj)
+            let place = self
+                .places
+                .written(&op.obj, actor, &made, &own_obj)
                 .ok_or_else(|| refuse("into an object the document does not hold"))?;
             let key = match &op.key {
                 Key::Map(k) => Some(k.as_str()),
                 Key::Seq(_) => None,
             };
-            let segs: Vec<&str> = path
-                .iter()
-                .map(|s| s.as_deref().unwrap_or(LIST_POSITION))
-                .collect();
             let made_here = own_obj(&op.obj).is_some();
+            let makes = matches!(op.action, OpType::Make(_));
+            let deletes = matches!(op.action, OpType::Delete);
+            // Most operations type text or set a plain value where no rule
+            // reaches (the root is ruled): nothing below can refuse them.
+            if !place.is_ruled() && (made_here || !(makes || deletes)) {
+                continue;
+            }
+            let segs = place.segs();
             let obj = exid(&op.obj);
-            if !segs.is_empty() && !made_here {
+            if !place.is_root() && !made_here {
                 // Nothing in the record is made over, or deleted away from
                 // under, what is already there (a partner's notes, acceptances,
                 // check-in part): duet makes objects only where none is, and
@@ -150,20 +170,24 @@ impl<'a> Judge<'a> {
                 // Reading at a change's dependencies costs a clock over the
                 // history: only makes and deletes of map keys need it.
                 let there = |k: &str| view.all(&obj, k);
-                let replaces =
-                    matches!(op.action, OpType::Make(_)) && key.is_some_and(|k| !there(k).is_empty());
-                let deletes_object = matches!(op.action, OpType::Delete)
+                let replaces = makes && key.is_some_and(|k| !there(k).is_empty());
+                let deletes_object = deletes
                     && key.is_some_and(|k| {
                         there(k)
                             .iter()
                             .any(|(v, _)| matches!(v, automerge::Value::Object(_)))
                     });
-                let deletes_note =
-                    matches!(op.action, OpType::Delete) && key.is_none() && segs.last() == Some(&"notes");
+                let deletes_note = deletes && key.is_none() && place.last() == Some("notes");
                 if replaces || deletes_object || deletes_note {
                     return Err(refuse(&format!("over or away something at {}", segs.join("/"))));
                 }
             }
+            // A make that got here found nothing at its key where it wrote.
+            let found_absent = makes && key.is_some() && !place.is_root() && !made_here;
+            if !place.is_ruled() {
+                continue;
+            }
+            // Every arm but the last is for a path `places::names_a_rule` names.
             match (segs.as_slice(), key) {
                 ([], Some(k)) => {
                     let existing = view.all(&ROOT, k);
@@ -199,7 +223,7 @@ impl<'a> Judge<'a> {
                     if known || at.get(&id).is_some() {
                         return Err(refuse(&format!("over the entry of device {}", id.short())));
                     }
-                    if seat != me.seat && at.seat_is_held(seat) {
+                    if seat != my_seat && at.seat_is_held(seat) {
                         return Err(refuse(&format!(
                             "a device for seat {seat}, which only that partner's devices may add"
                         )));
@@ -250,24 +274,26 @@ impl<'a> Judge<'a> {
                 (["keys", ..], _) => return Err(refuse("over a space key")),
                 (["partners", rest @ ..], k) => {
                     let seat = rest.first().copied().or(k).unwrap_or_default();
-                    if seat != me.seat.as_str() && self.seat_is_named(&deps, seat) {
+                    if seat != my_seat.as_str() && self.seat_is_named(&deps, seat) {
                         return Err(refuse(&format!("the name of the partner in seat {seat}")));
                     }
                 }
                 (["checkins", _], Some(seat)) => {
-                    if seat != me.seat.as_str() {
+                    if seat != my_seat.as_str() {
                         return Err(refuse(&format!("the check-in of the partner in seat {seat}")));
                     }
-                    if !matches!(op.action, OpType::Make(ObjType::Map)) || !self.absent(&obj, seat, &deps) {
+                    if !matches!(op.action, OpType::Make(ObjType::Map))
+                        || !(found_absent || self.absent(&obj, seat, &deps))
+                    {
                         return Err(refuse("over a check-in"));
                     }
                 }
-                (["checkins", _, seat, ..], _) if *seat != me.seat.as_str() => {
+                (["checkins", _, seat, ..], _) if *seat != my_seat.as_str() => {
                     return Err(refuse("into the other partner's check-in"));
                 }
                 (["agreements", _, "accepted"], Some(seat))
                 | (["issues", _, "steps", _, "accepted_by"], Some(seat))
-                    if seat != me.seat.as_str() =>
+                    if seat != my_seat.as_str() =>
                 {
                     return Err(refuse(&format!("an acceptance for the partner in seat {seat}")));
                 }
@@ -279,7 +305,7 @@ impl<'a> Judge<'a> {
                     // conflict as a deletion of the others: the step's owner
                     // settling who completed it.
                     let settles = key == Some("done_by") && matches!(op.action, OpType::Delete);
-                    let own_name = matches!(&op.action, OpType::Put(ScalarValue::Str(s)) if s.as_str() == me.seat.as_str());
+                    let own_name = matches!(&op.action, OpType::Put(ScalarValue::Str(s)) if s.as_str() == my_seat.as_str());
                     if !(own_name || settles) {
                         return Err(refuse(&format!(
                             "{} of {} in the other partner's name",
@@ -288,8 +314,7 @@ impl<'a> Judge<'a> {
                         )));
                     }
                     if key == Some("done_by") {
-                        self.check_owner(op, &obj, &deps, ops, made_here, me.seat)
-                            .map_err(|w| refuse(&w))?;
+                        owns(self, op, &obj)?;
                     }
                 }
                 (["issues", _, "steps", _], Some("owner")) if !made_here => {
@@ -298,11 +323,10 @@ impl<'a> Judge<'a> {
                 (["issues", _, "steps", _], Some("done"))
                     if made_here && matches!(op.action, OpType::Put(ScalarValue::Boolean(false))) => {}
                 (["issues", _, "steps", _], Some("done" | "outcome" | "done_at")) => {
-                    self.check_owner(op, &obj, &deps, ops, made_here, me.seat)
-                        .map_err(|w| refuse(&w))?;
+                    owns(self, op, &obj)?;
                 }
                 (["issues" | "agreements" | "checkins"], Some(k)) | (["issues", _, "steps"], Some(k))
-                    if !made_here && !self.absent(&obj, k, &deps) =>
+                    if !made_here && !found_absent && !self.absent(&obj, k, &deps) =>
                 {
                     return Err(refuse("over or away a record both partners share"));
                 }
@@ -374,55 +398,14 @@ impl<'a> Judge<'a> {
         }
     }
 
-    /// The path of the object `obj` an operation of this change writes into.
-    fn path(
-        &mut self,
-        obj: &ObjectId,
-        actor: &ActorId,
-        made: &HashMap<u64, &Op>,
-        own: &impl Fn(&ObjectId) -> Option<u64>,
-    ) -> Option<Path> {
-        let mut tail: Vec<Option<String>> = Vec::new();
-        let mut cur = obj.clone();
-        // Objects this change made, up to one the document held before.
-        for _ in 0..=made.len() {
-            match own(&cur).and_then(|c| made.get(&c)) {
-                Some(maker) => {
-                    tail.push(match &maker.key {
-                        Key::Map(k) => Some(k.to_string()),
-                        Key::Seq(_) => None,
-                    });
-                    cur = maker.obj.clone();
-                }
-                None => break,
-            }
+    /// The device key of `actor`, decoded once per actor.
+    fn author(&mut self, actor: &ActorId) -> Option<DeviceId> {
+        if let Some((_, id)) = self.authors.iter().find(|(a, _)| a == actor) {
+            return *id;
         }
-        let mut path = match &cur {
-            ObjectId::Root => Vec::new(),
-            ObjectId::Id(id) if id.actor() == actor && own(&cur).is_some() => return None,
-            ObjectId::Id(id) => {
-                let key = (id.counter(), id.actor().clone());
-                if let Some(p) = self.paths.get(&key) {
-                    p.clone()?
-                } else {
-                    let p = path_of(self.doc, &exid(&cur));
-                    self.paths.insert(key, p.clone());
-                    p?
-                }
-            }
-        };
-        tail.reverse();
-        path.extend(tail);
-        Some(path)
-    }
-}
-
-/// The document's id for a change's object id.
-fn exid(obj: &ObjectId) -> ObjId {
-    match obj {
-        ObjectId::Root => ROOT,
-        // The actor index is looked up by the document when it does not match.
-        ObjectId::Id(id) => ObjId::Id(id.counter(), id.actor().clone(), usize::MAX),
+        let id = DeviceId::from_actor(actor);
+        self.authors.push((actor.clone(), id));
+        id
     }
 }
 

@@ -31,7 +31,7 @@
 //!   counts.
 
 use automerge::transaction::Transactable;
-use automerge::{ActorId, Automerge, ChangeHash, ObjId, ObjType, Prop, ROOT, ReadDoc, ScalarValue, Value};
+use automerge::{ActorId, Automerge, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 use serde::Serialize;
 
 use crate::access;
@@ -486,22 +486,6 @@ pub fn latest_change(doc: &Automerge, actor: &ActorId) -> (u64, u64) {
 /// The highest sequence number among `actor`'s changes in `doc` (0 if none).
 pub fn latest_seq(doc: &Automerge, actor: &ActorId) -> u64 {
     latest_change(doc, actor).0
-}
-
-/// The path of the object `obj` from the root, as map keys (list positions
-/// read as `None`).
-pub(crate) fn path_of(doc: &impl ReadDoc, obj: &ObjId) -> Option<Vec<Option<String>>> {
-    let parents = doc.parents(obj).ok()?;
-    Some(
-        parents
-            .path()
-            .into_iter()
-            .map(|(_, prop)| match prop {
-                Prop::Map(k) => Some(k),
-                Prop::Seq(_) => None,
-            })
-            .collect(),
-    )
 }
 
 impl Editor<'_> {

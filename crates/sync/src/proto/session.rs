@@ -547,6 +547,7 @@ impl Session {
         let by_hash: verify::FastMap<ChangeHash, &ChangeMetadata<'_>> =
             metas.iter().map(|m| (m.hash, m)).collect();
         let placement = verify::place(doc, &by_hash, &self.verified);
+        let place_us = t.elapsed().as_micros() as u64;
         if placement.unsigned.is_some() || placement.ready.len() != metas.len() {
             return Ok(None);
         }
@@ -555,9 +556,13 @@ impl Session {
             &whole,
         )?;
         // Every change is judged where it was written, as one by one: the
-        // document's changes are rebuilt for it.
+        // document's changes are rebuilt for it (timed apart: automerge's
+        // rebuilding is now most of the check).
         let peer = self.peer;
-        contained(|| verify::check_members(&whole, &whole.get_changes(&[]), founder, Some(&peer)))??;
+        let all = contained(|| whole.get_changes(&[]))?;
+        let changes_us = t.elapsed().as_micros() as u64;
+        contained(|| verify::check_members(&whole, &all, founder, Some(&peer)))??;
+        drop(all);
         let changes = metas.len();
         let check_us = t.elapsed().as_micros() as u64;
         drop(by_hash);
@@ -573,7 +578,14 @@ impl Session {
         contained(|| doc.receive_sync_message(state, message.clone()))?
             .map_err(|e| SyncError::Automerge(e.to_string()))?;
         state.last_sent_heads = last_sent;
-        tracing::debug!(load_us, check_us, changes, "took a whole document");
+        tracing::debug!(
+            load_us,
+            place_us,
+            changes_us,
+            check_us,
+            changes,
+            "took a whole document"
+        );
         self.stats.changes_in += changes;
         Ok(Some(vec![Event::Applied {
             changes,
